@@ -24,6 +24,7 @@ Conventions (see migrations/README.md):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -116,7 +117,9 @@ def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
                 requires_not.append(arg)
             else:
                 raise MigrationError(f"{name}: unknown directive {line.strip()!r}")
-        migration = Migration(name, text, is_repeatable, no_tx, tuple(requires), tuple(requires_not))
+        migration = Migration(
+            name, text, is_repeatable, no_tx, tuple(requires), tuple(requires_not)
+        )
         (repeatable if is_repeatable else versioned).append(migration)
     return versioned + repeatable
 
@@ -216,10 +219,10 @@ def ensure_roles(
     for role, password in ((OWNER_ROLE, owner_password), (READONLY_ROLE, readonly_password)):
         exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
         if not exists:
-            try:
+            # A runner on another database of the same cluster may create it concurrently.
+            raced = (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation)
+            with contextlib.suppress(*raced):
                 conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
-            except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
-                pass  # created concurrently by a runner on another database of the cluster
         if password:
             conn.execute(
                 sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(
@@ -353,8 +356,12 @@ def _apply_one(
     kind = "repeatable" if migration.repeatable else "versioned"
     try:
         if skip:
-            log.info("skip %s (requires %s / not %s)", migration.name,
-                     migration.requires, migration.requires_not)
+            log.info(
+                "skip %s (requires %s / not %s)",
+                migration.name,
+                migration.requires,
+                migration.requires_not,
+            )
             conn.execute(record, (migration.name, checksum, kind, "skipped", 0))
             return
         if migration.no_transaction:
@@ -382,7 +389,8 @@ def status(conninfo: str, settings: Settings, directory: Path = MIGRATIONS_DIR) 
             ledger = {
                 str(r[0]): (str(r[1]), str(r[2]), r[3])
                 for r in conn.execute(
-                    "SELECT filename, checksum, status, applied_at FROM tracksolid.schema_migrations"
+                    "SELECT filename, checksum, status, applied_at"
+                    " FROM tracksolid.schema_migrations"
                 ).fetchall()
             }
     lines = []
@@ -411,7 +419,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for line in status(settings.dsn(), settings, args.dir):
                 sys.stdout.write(line + "\n")
             return 0
-        report = migrate(settings.dsn(), settings, directory=args.dir, manage_roles=not args.no_roles)
+        report = migrate(
+            settings.dsn(), settings, directory=args.dir, manage_roles=not args.no_roles
+        )
     except ChangedMigrationError as exc:
         log.error("%s", exc)
         return 2
@@ -419,8 +429,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("migration failed: %s", exc)
         return 1
     if report.applied or report.skipped:
-        log.info("applied %d, skipped %d (variant not available), %d already up to date",
-                 len(report.applied), len(report.skipped), report.unchanged)
+        log.info(
+            "applied %d, skipped %d (variant not available), %d already up to date",
+            len(report.applied),
+            len(report.skipped),
+            report.unchanged,
+        )
     else:
         log.info("nothing to do: all %d migrations already applied", report.unchanged)
     return 0

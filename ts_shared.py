@@ -649,7 +649,11 @@ class JimiClient:
                 delay = self._backoff(attempt, long=exc.code == 1005)
                 log.warning(
                     "%s: %s (attempt %d/%d), retrying in %.2fs",
-                    method, exc, attempt, max_attempts, delay,
+                    method,
+                    exc,
+                    attempt,
+                    max_attempts,
+                    delay,
                 )
                 self._sleep(delay)
         assert last_error is not None
@@ -735,7 +739,13 @@ class JimiClient:
         duration_ms = int((time.monotonic() - started) * 1000)
         log.info(
             "jimi %s target=%s ok=%s code=%s rows=%s attempts=%d %dms",
-            method, target, ok, code, rows, stats.attempts, duration_ms,
+            method,
+            target,
+            ok,
+            code,
+            rows,
+            stats.attempts,
+            duration_ms,
         )
         record_ingestion(
             self._pool,
@@ -797,7 +807,14 @@ def record_ingestion(
                 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                 """,
                 (
-                    source, method, target, ok, result_code, rows, duration_ms, attempts,
+                    source,
+                    method,
+                    target,
+                    ok,
+                    result_code,
+                    rows,
+                    duration_ms,
+                    attempts,
                     (error or None) and error[:2000],
                     Jsonb(dict(detail)) if detail else None,
                 ),

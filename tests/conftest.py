@@ -55,7 +55,7 @@ def pg_admin_url() -> Iterator[str]:
         container = PostgresContainer(
             "timescale/timescaledb-ha:pg16",
             username="postgres",
-            password="postgres",  # noqa: S106 - throwaway container
+            password="postgres",
             dbname="postgres",
             driver=None,
         )
@@ -78,7 +78,7 @@ def url_for(admin_url: str, dbname: str) -> str:
     """The same server as `admin_url`, another database."""
     info = psycopg.conninfo.conninfo_to_dict(admin_url)
     info["dbname"] = dbname
-    return psycopg.conninfo.make_conninfo(**{k: v for k, v in info.items() if v is not None})
+    return psycopg.conninfo.make_conninfo("", **{k: v for k, v in info.items() if v is not None})
 
 
 def test_settings(database_url: str, **overrides: Any) -> Settings:
@@ -90,7 +90,7 @@ def test_settings(database_url: str, **overrides: Any) -> Settings:
         "log_level": "DEBUG",
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 test_settings.__test__ = False  # type: ignore[attr-defined]  # not a test function

@@ -69,7 +69,9 @@ class LocalCluster:
         """Connection string for a database of this cluster."""
         return f"postgresql://{user}@127.0.0.1:{self.port}/{dbname}"
 
-    def _run(self, args: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def _run(
+        self, args: list[str | Path], *, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         cmd = [str(a) for a in args]
         kwargs: dict[str, object] = {}
         if self._as_postgres:
@@ -81,7 +83,11 @@ class LocalCluster:
 
             kwargs["preexec_fn"] = demote
         result = subprocess.run(  # noqa: PLW1510 - checked below with a clear message
-            cmd, capture_output=True, text=True, cwd=str(self.base), **kwargs  # type: ignore[call-overload]
+            cmd,
+            capture_output=True,
+            text=True,
+            cwd=str(self.base),
+            **kwargs,  # type: ignore[call-overload]
         )
         if check and result.returncode != 0:
             raise ClusterError(f"{' '.join(cmd)} failed: {result.stderr or result.stdout}")
@@ -94,10 +100,19 @@ class LocalCluster:
             pw = pwd.getpwnam("postgres")
             os.chown(self.base, pw.pw_uid, pw.pw_gid)
             os.chown(self.sock_dir, pw.pw_uid, pw.pw_gid)
-        self._run([
-            self.bin / "initdb", "-D", self.data, "-U", "postgres", "--auth=trust",
-            "--encoding=UTF8", "--locale=C", "--no-sync",
-        ])
+        self._run(
+            [
+                self.bin / "initdb",
+                "-D",
+                self.data,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ]
+        )
         conf = self.data / "postgresql.conf"
         with conf.open("a") as fh:
             fh.write(
@@ -111,10 +126,21 @@ class LocalCluster:
 
     def start(self, timeout: float = 30.0) -> None:
         """Start the server and wait until it accepts connections."""
-        self._run([
-            self.bin / "pg_ctl", "-D", self.data, "-l", self.log_file, "-o",
-            f"-p {self.port}", "-w", "-t", str(int(timeout)), "start",
-        ])
+        self._run(
+            [
+                self.bin / "pg_ctl",
+                "-D",
+                self.data,
+                "-l",
+                self.log_file,
+                "-o",
+                f"-p {self.port}",
+                "-w",
+                "-t",
+                str(int(timeout)),
+                "start",
+            ]
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             probe = self._run(
@@ -128,8 +154,7 @@ class LocalCluster:
     def stop(self, *, mode: str = "fast", remove: bool = False) -> None:
         """Stop the server (and delete its directory when `remove`)."""
         if (self.data / "postmaster.pid").exists():
-            self._run([self.bin / "pg_ctl", "-D", self.data, "-m", mode, "-w", "stop"],
-                      check=False)
+            self._run([self.bin / "pg_ctl", "-D", self.data, "-m", mode, "-w", "stop"], check=False)
         if remove and self._own_dir:
             shutil.rmtree(self.base, ignore_errors=True)
 
