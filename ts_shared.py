@@ -81,8 +81,21 @@ class Settings(BaseSettings):
     jimi_backoff_base_s: float = 1.0
     jimi_backoff_cap_s: float = 60.0
 
+    # Ingest worker (issue: ingest worker) — intervals in seconds, defaults from the seeds
+    ingest_device_sync_interval_s: int = 6 * 3600
+    ingest_live_interval_s: int = 60
+    ingest_track_interval_s: int = 1800
+    ingest_trips_interval_s: int = 1800
+    ingest_parking_interval_s: int = 1800
+    ingest_alarms_interval_s: int = 120
+    ingest_catchup_days: int = Field(default=90, ge=0, le=92)  # the API keeps ~3 months
+    gps_filter_max_speed_kmh: float = 250.0  # implied speed above this flags a jump
+    gps_filter_max_future_s: int = 24 * 3600  # fixes further in the future are dropped
+
     # Webhook receiver
     jimi_push_token: SecretStr | None = None
+    webhook_spool_dir: str = "var/spool"
+    webhook_max_body_bytes: int = 1_048_576
 
     # Dashboard read-API
     dashboard_cors_origins: str = (
@@ -98,12 +111,19 @@ class Settings(BaseSettings):
     rustfs_secret_key: SecretStr = SecretStr("")
     rustfs_region: str = "us-east-1"
     tickets_bucket: str = "fleet-tickets"
+    tickets_prefix: str = "changes/"
+    tickets_processed_prefix: str = "processed/"
     fuel_bucket: str = "fleet-fuel"
+    fuel_prefix: str = "fuel_records/"
     backup_bucket: str = "fleet-db"
+    backup_prefix: str = "pg_dump/"
+    backup_keep_daily: int = 7
+    backup_keep_weekly: int = 4
 
     # Geocoder (LocationIQ-compatible)
     geocoder_url: str = "https://us1.locationiq.com/v1"
     geocoder_key: SecretStr = SecretStr("")
+    geocoder_rate_per_s: float = 1.0  # LocationIQ free tier: 2/s; stay under it
 
     log_level: str = "INFO"
 

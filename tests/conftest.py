@@ -29,8 +29,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from run_migrations import migrate  # noqa: E402
-from tests.pgcluster import LocalCluster  # noqa: E402
-from ts_shared import Settings, make_pool  # noqa: E402
+from tests.pgcluster import LocalCluster, free_port  # noqa: E402
+from ts_shared import Settings, make_pool, make_s3_client  # noqa: E402
 
 
 def _docker_answers() -> bool:
@@ -156,3 +156,35 @@ def pool(db_url: str) -> Iterator[ConnectionPool]:
     p = make_pool(db_url, min_size=1, max_size=6, name="test")
     yield p
     p.close()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 protocol server on loopback (moto in server mode) for the whole session."""
+    from moto.server import ThreadedMotoServer  # noqa: PLC0415
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_settings(db_url: str, s3_endpoint: str) -> Settings:
+    """Settings for this test's database and fresh, empty tickets/fuel/backup buckets."""
+    suffix = uuid.uuid4().hex[:8]
+    settings = test_settings(
+        db_url,
+        rustfs_endpoint=s3_endpoint,
+        rustfs_access_key="test-access",
+        rustfs_secret_key="test-secret",
+        rustfs_region="us-east-1",
+        tickets_bucket=f"tickets-{suffix}",
+        fuel_bucket=f"fuel-{suffix}",
+        backup_bucket=f"backup-{suffix}",
+    )
+    s3 = make_s3_client(settings)
+    for bucket in (settings.tickets_bucket, settings.fuel_bucket, settings.backup_bucket):
+        s3.create_bucket(Bucket=bucket)
+    return settings

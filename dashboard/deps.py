@@ -1,0 +1,64 @@
+"""Shared FastAPI dependencies of the read-API: the read-only pool, API keys, SQL-built JSON.
+
+Every router of the read-API (dashboard_api.py, dashboard/tickets.py, dashboard/fuel.py)
+takes its pool and settings from `request.app.state` (`ro_pool`, `settings`), set by the
+app's lifespan — so a test can mount a router on its own FastAPI app with its own pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import HTTPException, Request, Response
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from ts_shared import Settings, constant_time_equals
+
+
+def ro_pool(request: Request) -> ConnectionPool:
+    """The read-only pool (DASHBOARD_DATABASE_URL) of this app."""
+    pool: ConnectionPool = request.app.state.ro_pool
+    return pool
+
+
+def app_settings(request: Request) -> Settings:
+    """The Settings this app was built with."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def require_api_key(request: Request) -> None:
+    """401 unless DASHBOARD_API_KEYS is empty or the request carries one of the keys
+    (`X-API-Key: <key>` or `Authorization: Bearer <key>`)."""
+    keys = app_settings(request).api_keys
+    if not keys:
+        return
+    presented = request.headers.get("x-api-key")
+    auth = request.headers.get("authorization", "")
+    if presented is None and auth.lower().startswith("bearer "):
+        presented = auth[7:].strip()
+    # Compare against every key so timing does not reveal which one nearly matched.
+    matched = False
+    for key in keys:
+        matched |= constant_time_equals(presented, key)
+    if not matched:
+        raise HTTPException(
+            status_code=401,
+            detail="missing or invalid API key (send X-API-Key or Authorization: Bearer)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def json_from_sql(
+    pool: ConnectionPool,
+    query: sql.Composable | str,
+    params: Sequence[Any] | dict[str, Any] | None = None,
+) -> Response:
+    """Run a query whose single value is JSON text and return it unchanged (no Python
+    re-serialisation). The query must select one `...::text` value; NULL becomes `null`."""
+    with pool.connection() as conn:
+        row = conn.execute(query, params).fetchone()  # type: ignore[arg-type]
+    text = row[0] if row and row[0] is not None else "null"
+    return Response(content=text, media_type="application/json")
