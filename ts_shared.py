@@ -487,6 +487,7 @@ class JimiClient:
         http: httpx.Client | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        now: Callable[[], datetime] | None = None,
     ) -> None:
         self._settings = settings
         self._pool = pool
@@ -494,6 +495,7 @@ class JimiClient:
         self._owns_http = http is None
         self._sleep = sleep
         self._rng = rng or random.Random()
+        self._now = now or utcnow  # request timestamps and token expiry (tests inject a clock)
         self._token: _Token | None = None
         self.url = settings.tracksolid_api_url
         self._cache_key = f"{settings.tracksolid_app_key}:{settings.tracksolid_user_id}"
@@ -551,7 +553,7 @@ class JimiClient:
     def access_token(self, *, force_new: bool = False) -> str:
         """A valid access token: in-memory, else the shared DB cache, else refresh/fetch."""
         margin = timedelta(seconds=self._settings.tracksolid_token_refresh_margin_s)
-        now = utcnow()
+        now = self._now()
         if not force_new and self._token and self._token.expires_at - margin > now:
             return self._token.access_token
         with self._pool.connection() as conn, conn.transaction():
@@ -603,7 +605,7 @@ class JimiClient:
             "expires_in": str(self._settings.tracksolid_token_ttl_s),
         }
         reply = self._logged_token_call("jimi.oauth.token.get", params)
-        return _parse_token(reply, "jimi.oauth.token.get")
+        return _parse_token(reply, "jimi.oauth.token.get", self._now())
 
     def _try_refresh(self, cached: _Token) -> _Token | None:
         params = {
@@ -613,7 +615,7 @@ class JimiClient:
         }
         try:
             reply = self._logged_token_call("jimi.oauth.token.refresh", params)
-            return _parse_token(reply, "jimi.oauth.token.refresh")
+            return _parse_token(reply, "jimi.oauth.token.refresh", self._now())
         except JimiError as exc:
             log.warning("token refresh failed (%s); fetching a new token", exc)
             return None
@@ -695,7 +697,7 @@ class JimiClient:
     ) -> tuple[Any, Any]:
         form: dict[str, str] = {
             "method": method,
-            "timestamp": fmt_api_time(utcnow()),
+            "timestamp": fmt_api_time(self._now()),
             "app_key": self._settings.tracksolid_app_key,
             "sign_method": "md5",
             "v": "1.0",
@@ -745,7 +747,7 @@ class JimiClient:
 
     # ── audit log ───────────────────────────────────────────────────────────
 
-    def _audit(  # noqa: PLR0917 - private, called positionally from three places
+    def _audit(
         self,
         method: str,
         target: str | None,
@@ -788,7 +790,7 @@ class _RetriableError(Exception):
         self.code = code
 
 
-def _parse_token(reply: ApiReply, method: str) -> _Token:
+def _parse_token(reply: ApiReply, method: str, now: datetime) -> _Token:
     result = reply.result if isinstance(reply.result, dict) else {}
     access = clean(result.get("accessToken"))
     if not access:
@@ -797,7 +799,7 @@ def _parse_token(reply: ApiReply, method: str) -> _Token:
     return _Token(
         access_token=access,
         refresh_token=clean(result.get("refreshToken")),
-        expires_at=utcnow() + timedelta(seconds=expires_in),
+        expires_at=now + timedelta(seconds=expires_in),
     )
 
 

@@ -1,0 +1,8 @@
+"""Parts of the ingest worker (`ingest_worker.py` is the entry point).
+
+- `parse`    pure functions: API item → typed row (no I/O), with the API's odd inputs
+- `quality`  the GPS quality filter (drop / flag rules)
+- `writers`  bulk, idempotent writes (COPY into a temp table + INSERT ... ON CONFLICT)
+- `jobs`     the polling jobs: fetch → parse → write, one batch at a time
+- `registry` the operator's device registry CSV import
+"""

@@ -1,0 +1,560 @@
+"""The polling jobs: fetch from the Jimi API → parse → write, one unit of work at a time.
+
+Rules every job follows (docs/ingestion.md explains them for operators):
+- one failing target, batch or device is recorded and skipped; the job goes on;
+- rows and the job's watermark for those devices are committed in one transaction, so a
+  killed run resumes exactly after its last committed window and never duplicates;
+- each run writes one `source='job'` row into `tracksolid.ingestion_log` with what it
+  inserted, what the quality filter dropped (per reason) and flagged, and what failed;
+- `stop` (SIGTERM) is checked between units of work: the unit in hand is finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from psycopg_pool import ConnectionPool
+
+from ingest import writers
+from ingest.parse import (
+    AlarmRow,
+    LiveRow,
+    ParseError,
+    PositionRow,
+    StopRow,
+    TripRow,
+    parse_alarm,
+    parse_device,
+    parse_location,
+    parse_mileage_trip,
+    parse_stop,
+    parse_track_point,
+)
+from ingest.quality import QualityRules, drop_reason, filter_rows
+from ts_shared import (
+    IMEI_BATCH,
+    JimiClient,
+    JimiError,
+    Settings,
+    batched,
+    clean,
+    fmt_api_time,
+    record_ingestion,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+API_HORIZON = timedelta(days=90)  # the API answers history queries for ~3 months
+TRACK_CHUNK = timedelta(days=1)  # ≤ 7 days per track.list call; a day keeps replies small
+REPORT_CHUNK = timedelta(days=1)  # trips / parking per call
+ALARM_CHUNK = timedelta(days=7)  # ≤ 1 month per alarm.list call
+PAGE_SIZE = 100
+
+# Re-read this much before a job's watermark: trips and stops are reported only once they
+# have ended (a trip that started before the last run may end after it), and devices upload
+# buffered fixes late. Upserts make the overlap free of duplicates.
+LOOKBACK = {
+    "track_list": timedelta(minutes=10),
+    "trips": timedelta(hours=6),
+    "parking_off": timedelta(hours=24),
+    "parking_on": timedelta(hours=6),
+    "alarms": timedelta(minutes=10),
+}
+
+# Where a device's data ends when it has no watermark yet (resuming from an older system).
+LAST_DATA_SQL = {
+    "track_list": "SELECT imei, max(gps_time) FROM tracksolid.position_history"
+    " WHERE source = 'track_list' AND imei = ANY(%s) GROUP BY imei",
+    "trips": "SELECT imei, max(start_time) FROM tracksolid.trips"
+    " WHERE imei = ANY(%s) GROUP BY imei",
+    "parking_off": "SELECT imei, max(start_time) FROM tracksolid.parking_events"
+    " WHERE NOT acc_on AND imei = ANY(%s) GROUP BY imei",
+    "parking_on": "SELECT imei, max(start_time) FROM tracksolid.parking_events"
+    " WHERE acc_on AND imei = ANY(%s) GROUP BY imei",
+    "alarms": "SELECT imei, max(alarm_time) FROM tracksolid.alarms"
+    " WHERE source = 'poll' AND imei = ANY(%s) GROUP BY imei",
+}
+
+
+@dataclass
+class JobStats:
+    """What one run of a job did (written to ingestion_log and returned to callers)."""
+
+    job: str
+    started: float = field(default_factory=time.monotonic)
+    calls: int = 0
+    failures: int = 0
+    inserted: Counter[str] = field(default_factory=Counter)
+    updated: Counter[str] = field(default_factory=Counter)
+    drops: Counter[str] = field(default_factory=Counter)
+    flagged: int = 0
+    errors: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+    def fail(self, where: str, exc: Exception) -> None:
+        """Record one failed unit of work."""
+        self.failures += 1
+        if len(self.errors) < 20:
+            self.errors.append(f"{where}: {exc}")
+        log.warning("%s: %s failed: %s", self.job, where, exc)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed."""
+        return self.failures == 0
+
+
+class Ingestor:
+    """All polling jobs over one settings / pool / client, with an injectable clock."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool: ConnectionPool,
+        client: JimiClient,
+        *,
+        now: Callable[[], datetime] = utcnow,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.client = client
+        self.now = now
+        self.stop = stop or threading.Event()
+        self.rules = QualityRules(
+            max_speed_kmh=settings.gps_filter_max_speed_kmh,
+            max_future_s=settings.gps_filter_max_future_s,
+        )
+
+    # ── bookkeeping ─────────────────────────────────────────────────────────
+
+    def _finish(self, stats: JobStats) -> JobStats:
+        duration_ms = int((time.monotonic() - stats.started) * 1000)
+        detail: dict[str, Any] = {
+            "calls": stats.calls,
+            "inserted": dict(stats.inserted),
+            "updated": dict(stats.updated),
+            "dropped": dict(stats.drops),
+            "flagged": stats.flagged,
+            "failures": stats.failures,
+        }
+        if stats.interrupted:
+            detail["interrupted"] = True
+        record_ingestion(
+            self.pool,
+            source="job",
+            method=stats.job,
+            ok=stats.ok,
+            rows=sum(stats.inserted.values()),
+            duration_ms=duration_ms,
+            error="; ".join(stats.errors) or None,
+            detail=detail,
+        )
+        log.info(
+            "job %s: inserted=%s updated=%s dropped=%s flagged=%d failures=%d in %d ms",
+            stats.job, dict(stats.inserted), dict(stats.updated), dict(stats.drops),
+            stats.flagged, stats.failures, duration_ms,
+        )  # fmt: skip
+        return stats
+
+    def _stopping(self, stats: JobStats) -> bool:
+        if self.stop.is_set():
+            stats.interrupted = True
+            return True
+        return False
+
+    def _devices(self, *, active_since_job: str | None = None) -> list[tuple[str, str | None]]:
+        """(imei, account) of enabled devices; with `active_since_job`, only those whose
+        live fix is newer than that job's watermark (something new to fetch)."""
+        with self.pool.connection() as conn:
+            if active_since_job is None:
+                rows = conn.execute(
+                    "SELECT imei, account FROM tracksolid.devices"
+                    " WHERE is_active AND enabled_flag IS DISTINCT FROM false ORDER BY imei"
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    """
+                    SELECT d.imei, d.account FROM tracksolid.devices d
+                    JOIN tracksolid.live_positions l USING (imei)
+                    LEFT JOIN tracksolid.ingest_watermarks w
+                           ON w.job = %s AND w.imei = d.imei
+                    WHERE d.is_active AND d.enabled_flag IS DISTINCT FROM false
+                      AND (w.covered_until IS NULL OR l.gps_time > w.covered_until)
+                    ORDER BY d.imei
+                    """,
+                    (active_since_job,),
+                ).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    def _starts(
+        self, job: str, imeis: list[str], default_back: timedelta, catchup: bool
+    ) -> dict[str, datetime]:
+        """Per IMEI, where the next window of `job` begins (watermark - lookback, else the
+        last stored data, else `default_back` ago — or the catch-up horizon)."""
+        now = self.now()
+        horizon = now - min(API_HORIZON, timedelta(days=self.settings.ingest_catchup_days))
+        with self.pool.connection() as conn:
+            marks = writers.get_watermarks(conn, job)
+            missing = [i for i in imeis if i not in marks]
+            last_data = (
+                {r[0]: r[1] for r in conn.execute(LAST_DATA_SQL[job], (missing,)).fetchall()}
+                if missing
+                else {}
+            )
+        starts = {}
+        for imei in imeis:
+            if imei in marks:
+                begin = marks[imei] - LOOKBACK[job]
+            elif imei in last_data:
+                begin = last_data[imei]
+            else:
+                begin = horizon if catchup else now - default_back
+            starts[imei] = max(begin, horizon, now - API_HORIZON + timedelta(hours=1))
+        return starts
+
+    # ── device sync ─────────────────────────────────────────────────────────
+
+    def sync_devices(self) -> JobStats:
+        """List every target's devices, add each one's detail (FIX-M17/M18/M19), upsert."""
+        stats = JobStats("device_sync")
+        for target, reply in self.client.call_each_target("jimi.user.device.list"):
+            stats.calls += 1
+            if isinstance(reply, JimiError):
+                stats.fail(f"device list of {target}", reply)
+                continue
+            devices = []
+            for item in reply.items():
+                if self._stopping(stats):
+                    break
+                imei = clean(item.get("imei"))
+                if not imei:
+                    stats.drops["missing_imei"] += 1
+                    continue
+                detail: dict[str, Any] | None = None
+                try:
+                    stats.calls += 1
+                    got = self.client.call(
+                        "jimi.track.device.detail", {"imei": imei}, target=target
+                    )
+                    detail = got.result if isinstance(got.result, dict) else None
+                except JimiError as exc:
+                    stats.fail(f"detail of {imei}", exc)  # keep the list data anyway
+                row = parse_device(item, detail, target)
+                row["raw"] = {"list": item, "detail": detail}
+                devices.append(row)
+            with self.pool.connection() as conn:
+                inserted, updated = writers.upsert_devices(conn, devices)
+            stats.inserted["devices"] += inserted
+            stats.updated["devices"] += updated
+            if stats.interrupted:
+                break
+        return self._finish(stats)
+
+    # ── live positions ──────────────────────────────────────────────────────
+
+    def poll_live(self) -> JobStats:
+        """Current fix of every device of every target → live_positions + position_history."""
+        stats = JobStats("live_positions")
+        now = self.now()
+        for target, reply in self.client.call_each_target("jimi.user.device.location.list"):
+            stats.calls += 1
+            if isinstance(reply, JimiError):
+                stats.fail(f"location list of {target}", reply)
+                items = self._locations_by_imei(target, stats)
+            else:
+                items = reply.items()
+            self._store_live(items, target, now, stats)
+            if self._stopping(stats):
+                break
+        return self._finish(stats)
+
+    def _locations_by_imei(self, target: str, stats: JobStats) -> list[dict[str, Any]]:
+        """Fallback when a target's list fails: `jimi.device.location.get` by 50 IMEIs."""
+        with self.pool.connection() as conn:
+            imeis = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT imei FROM tracksolid.devices WHERE account = %s ORDER BY imei",
+                    (target,),
+                ).fetchall()
+            ]
+        return self.refresh_locations(imeis, stats)
+
+    def refresh_locations(self, imeis: list[str], stats: JobStats) -> list[dict[str, Any]]:
+        """On-demand precise positions of given devices (FIX-M15), batches of 50."""
+        items: list[dict[str, Any]] = []
+        for batch in batched(imeis, IMEI_BATCH):
+            stats.calls += 1
+            try:
+                reply = self.client.call("jimi.device.location.get", {"imeis": ",".join(batch)})
+            except JimiError as exc:
+                stats.fail(f"location.get of {len(batch)} devices", exc)
+                continue
+            items.extend(reply.items())
+        return items
+
+    def _store_live(
+        self, items: list[dict[str, Any]], target: str, now: datetime, stats: JobStats
+    ) -> None:
+        live: list[LiveRow] = []
+        for item in items:
+            try:
+                live.append(parse_location(item, target))
+            except ParseError as exc:
+                stats.drops[exc.reason] += 1
+        kept = []
+        for row in live:
+            reason = drop_reason(row.position, now, self.rules)
+            if reason is None:
+                kept.append(row)
+            else:
+                stats.drops[reason] += 1
+        live = kept
+        with self.pool.connection() as conn, conn.transaction():
+            inserted, flagged = writers.write_positions(
+                conn, [r.position for r in live], self.rules
+            )
+            changed = writers.upsert_live(conn, live)
+        stats.inserted["position_history"] += inserted
+        stats.updated["live_positions"] += changed
+        stats.flagged += flagged
+
+    # ── high-resolution track (FIX-M14) ────────────────────────────────────
+
+    def poll_track(self, *, catchup: bool = False) -> JobStats:
+        """Per device with something new: track.list from its watermark to now, by day."""
+        stats = JobStats("track_list_catchup" if catchup else "track_list")
+        devices = self._devices(active_since_job=None if catchup else "track_list")
+        imeis = [imei for imei, _ in devices]
+        starts = self._starts("track_list", imeis, timedelta(minutes=30), catchup)
+        end = self.now()
+        for imei in imeis:
+            for begin, until in _windows(starts[imei], end, TRACK_CHUNK):
+                if self._stopping(stats):
+                    return self._finish(stats)
+                stats.calls += 1
+                try:
+                    reply = self.client.call(
+                        "jimi.device.track.list",
+                        {"imei": imei, "begin_time": fmt_api_time(begin),
+                         "end_time": fmt_api_time(until)},
+                        target=imei,
+                    )  # fmt: skip
+                except JimiError as exc:
+                    stats.fail(f"track of {imei} {begin:%Y-%m-%d %H:%M}", exc)
+                    break  # keep the watermark; the next run retries from here
+                rows: list[PositionRow] = []
+                for item in reply.items():
+                    try:
+                        rows.append(parse_track_point(item, imei))
+                    except ParseError as exc:
+                        stats.drops[exc.reason] += 1
+                rows = filter_rows(rows, self.now(), self.rules, stats.drops)
+                with self.pool.connection() as conn, conn.transaction():
+                    inserted, flagged = writers.write_positions(conn, rows, self.rules)
+                    writers.set_watermarks(conn, "track_list", [imei], until)
+                stats.inserted["position_history"] += inserted
+                stats.flagged += flagged
+        return self._finish(stats)
+
+    # ── trips / mileage (FIX-M11/M16) ──────────────────────────────────────
+
+    def poll_trips(self, *, catchup: bool = False) -> JobStats:
+        """track.mileage per 50 devices from their watermark to now, by day, paged."""
+        stats = JobStats("trips_catchup" if catchup else "trips")
+        imeis = [imei for imei, _ in self._devices()]
+        self._batched_windows(
+            stats, "trips", imeis, catchup, timedelta(minutes=30), REPORT_CHUNK,
+            fetch=self._fetch_trips,
+        )  # fmt: skip
+        return self._finish(stats)
+
+    def _fetch_trips(
+        self, batch: list[str], begin: datetime, until: datetime, stats: JobStats
+    ) -> Callable[[Any], None]:
+        rows: list[TripRow] = []
+        start_row = 0
+        while True:
+            stats.calls += 1
+            reply = self.client.call(
+                "jimi.device.track.mileage",
+                {"imeis": ",".join(batch), "begin_time": fmt_api_time(begin),
+                 "end_time": fmt_api_time(until), "start_row": start_row, "page_size": PAGE_SIZE},
+            )  # fmt: skip
+            result = reply.result if isinstance(reply.result, list) else []
+            for item in result:
+                if not isinstance(item, dict):
+                    continue
+                try:
+                    rows.append(parse_mileage_trip(item))
+                except ParseError as exc:
+                    stats.drops[f"trip_{exc.reason}"] += 1
+            if len(result) < PAGE_SIZE:
+                break
+            start_row += PAGE_SIZE
+
+        def write(conn: Any) -> None:
+            inserted, updated = writers.upsert_trips(conn, rows)
+            stats.inserted["trips"] += inserted
+            stats.updated["trips"] += updated
+
+        return write
+
+    # ── parking and idling (FIX-M13, scoped per account FIX-M19) ─────────────
+
+    def poll_parking(self, *, catchup: bool = False) -> JobStats:
+        """Parking (acc off) and idling (acc on) reports, asked of each IMEI's own account."""
+        stats = JobStats("parking_catchup" if catchup else "parking")
+        by_account: dict[str, list[str]] = defaultdict(list)
+        for imei, account in self._devices():
+            by_account[account or self.settings.tracksolid_user_id].append(imei)
+        for acc_type, job in (("off", "parking_off"), ("on", "parking_on")):
+            for account, imeis in sorted(by_account.items()):
+                fetch = self._parking_fetcher(account, acc_type)
+                self._batched_windows(
+                    stats, job, imeis, catchup, timedelta(minutes=30), REPORT_CHUNK, fetch=fetch
+                )
+                if stats.interrupted:
+                    return self._finish(stats)
+        return self._finish(stats)
+
+    def _parking_fetcher(
+        self, account: str, acc_type: str
+    ) -> Callable[[list[str], datetime, datetime, JobStats], Callable[[Any], None]]:
+        def fetch(
+            batch: list[str], begin: datetime, until: datetime, stats: JobStats
+        ) -> Callable[[Any], None]:
+            rows: list[StopRow] = []
+            start_row = 0
+            while True:
+                stats.calls += 1
+                reply = self.client.call(
+                    "jimi.open.platform.report.parking",
+                    {"account": account, "imeis": ",".join(batch),
+                     "start_time": fmt_api_time(begin), "end_time": fmt_api_time(until),
+                     "start_row": start_row, "page_size": PAGE_SIZE, "acc_type": acc_type},
+                    target=account,
+                )  # fmt: skip
+                page = reply.items()
+                for item in page:
+                    try:
+                        rows.append(parse_stop(item, acc_type == "on", account))
+                    except ParseError as exc:
+                        stats.drops[f"stop_{exc.reason}"] += 1
+                if len(page) < PAGE_SIZE:
+                    break
+                start_row += PAGE_SIZE
+
+            def write(conn: Any) -> None:
+                inserted, updated = writers.upsert_stops(conn, rows)
+                stats.inserted["parking_events"] += inserted
+                stats.updated["parking_events"] += updated
+
+            return write
+
+        return fetch
+
+    # ── alarms (FIX-E06) ────────────────────────────────────────────────────
+
+    def poll_alarms(self, *, catchup: bool = False) -> JobStats:
+        """alarm.list per 50 devices from their watermark to now, paged by page_no."""
+        stats = JobStats("alarms_catchup" if catchup else "alarms")
+        imeis = [imei for imei, _ in self._devices()]
+        self._batched_windows(
+            stats, "alarms", imeis, catchup, timedelta(minutes=10), ALARM_CHUNK,
+            fetch=self._fetch_alarms,
+        )  # fmt: skip
+        return self._finish(stats)
+
+    def _fetch_alarms(
+        self, batch: list[str], begin: datetime, until: datetime, stats: JobStats
+    ) -> Callable[[Any], None]:
+        rows: list[AlarmRow] = []
+        page_no = 1
+        while True:
+            stats.calls += 1
+            reply = self.client.call(
+                "jimi.device.alarm.list",
+                {"imeis": ",".join(batch), "begin_time": fmt_api_time(begin),
+                 "end_time": fmt_api_time(until), "page_no": page_no, "page_size": PAGE_SIZE},
+            )  # fmt: skip
+            page = reply.items()
+            for item in page:
+                try:
+                    rows.append(parse_alarm(item))
+                except ParseError as exc:
+                    stats.drops[f"alarm_{exc.reason}"] += 1
+            if len(page) < PAGE_SIZE:
+                break
+            page_no += 1
+
+        def write(conn: Any) -> None:
+            stats.inserted["alarms"] += writers.insert_alarms(conn, rows)
+
+        return write
+
+    # ── shared window walker ────────────────────────────────────────────────
+
+    def _batched_windows(
+        self,
+        stats: JobStats,
+        job: str,
+        imeis: list[str],
+        catchup: bool,
+        default_back: timedelta,
+        chunk: timedelta,
+        *,
+        fetch: Callable[[list[str], datetime, datetime, JobStats], Callable[[Any], None]],
+    ) -> None:
+        """For each batch of 50 IMEIs: from the earliest start in the batch to now, in
+        chunks; rows and watermarks of each chunk are committed together."""
+        starts = self._starts(job, imeis, default_back, catchup)
+        end = self.now()
+        # Devices with similar starts share a batch, so one laggard doesn't widen every call.
+        ordered = sorted(imeis, key=lambda i: starts[i])
+        for batch in batched(ordered, IMEI_BATCH):
+            begin = min(starts[i] for i in batch)
+            for window_begin, until in _windows(begin, end, chunk):
+                if self._stopping(stats):
+                    return
+                try:
+                    write = fetch(batch, window_begin, until, stats)
+                except JimiError as exc:
+                    stats.fail(f"{job} of {len(batch)} devices {window_begin:%Y-%m-%d %H:%M}", exc)
+                    break
+                with self.pool.connection() as conn, conn.transaction():
+                    write(conn)
+                    writers.set_watermarks(conn, job, batch, until)
+
+    # ── catch-up ────────────────────────────────────────────────────────────
+
+    def catchup(self) -> list[JobStats]:
+        """Fill every device's gap since its last stored data (≤ INGEST_CATCHUP_DAYS back):
+        track list, trips, parking, alarms. Resumable: watermarks advance per chunk."""
+        results = []
+        for run in (self.poll_track, self.poll_trips, self.poll_parking, self.poll_alarms):
+            if self.stop.is_set():
+                break
+            results.append(run(catchup=True))
+        return results
+
+
+def _windows(
+    begin: datetime, end: datetime, chunk: timedelta
+) -> Iterator[tuple[datetime, datetime]]:
+    """Consecutive [begin, until] windows of at most `chunk` covering begin → end."""
+    cursor = begin.replace(microsecond=0)
+    end = end.replace(microsecond=0)
+    while cursor < end:
+        until = min(cursor + chunk, end)
+        yield cursor, until
+        cursor = until

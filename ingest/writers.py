@@ -1,0 +1,341 @@
+"""Bulk, idempotent writes of the ingest worker.
+
+Positions go through `COPY` (binary) into a session temp table and one
+`INSERT ... SELECT ... ON CONFLICT` per batch — the fast path measured in
+bench/bench_ingest.py. Smaller tables (trips, stops, alarms, devices) use pipelined
+`executemany` with `RETURNING (xmax = 0)` so the caller learns how many rows were new.
+Every function writes inside the caller's transaction: the caller commits rows and the
+job's watermark together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import astuple
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from ingest.parse import (
+    DEVICE_API_COLUMNS,
+    AlarmRow,
+    LiveRow,
+    ObdRow,
+    PositionRow,
+    StopRow,
+    TripRow,
+)
+from ingest.quality import QualityRules, flag_jumps
+
+Conn = psycopg.Connection[Any]
+
+POSITION_COLUMNS = (
+    "imei", "gps_time", "lat", "lng", "speed_kmh", "direction_deg", "acc_on", "pos_type",
+    "satellites", "gps_mode", "altitude_m", "mileage_km", "source", "quality_flag",
+    "implied_speed_kmh",
+)  # fmt: skip
+POSITION_TYPES = (
+    "text", "timestamptz", "float8", "float8", "float4", "int2", "bool", "text", "int2",
+    "int2", "float4", "float8", "text", "text", "float4",
+)  # fmt: skip
+
+LIVE_COLUMNS = (
+    "imei", "gps_time", "lat", "lng", "speed_kmh", "direction_deg", "acc_on", "online",
+    "pos_type", "loc_desc", "hb_time", "battery_pct", "power_v", "gps_signal", "satellites",
+    "current_mileage_km", "source", "account",
+)  # fmt: skip
+LIVE_TYPES = (
+    "text", "timestamptz", "float8", "float8", "float4", "int2", "bool", "bool", "text",
+    "text", "timestamptz", "float4", "float4", "int2", "int2", "float8", "text", "text",
+)  # fmt: skip
+
+
+def _stage(conn: Conn, name: str, columns: Sequence[str], types: Sequence[str]) -> None:
+    """Create (once per session) an empty temp staging table with these columns."""
+    cols = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t))
+        for c, t in zip(columns, types, strict=True)
+    )
+    conn.execute(
+        sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS").format(
+            sql.Identifier(name), cols
+        )
+    )
+    conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(name)))
+
+
+def _copy(
+    conn: Conn,
+    table: str,
+    columns: Sequence[str],
+    types: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+) -> None:
+    query = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    with conn.cursor() as cur, cur.copy(query) as copy:
+        copy.set_types(list(types))
+        for row in rows:
+            copy.write_row(row)
+
+
+def previous_fixes(
+    conn: Conn, firsts: dict[str, datetime]
+) -> dict[str, tuple[datetime, float, float]]:
+    """Per IMEI, the last stored plausible fix before the given time (for jump detection)."""
+    if not firsts:
+        return {}
+    rows = conn.execute(
+        """
+        SELECT b.imei, p.gps_time, p.lat, p.lng
+        FROM unnest(%s::text[], %s::timestamptz[]) AS b(imei, t)
+        CROSS JOIN LATERAL (
+            SELECT gps_time, lat, lng FROM tracksolid.position_history p
+            WHERE p.imei = b.imei AND p.gps_time < b.t AND p.quality_flag IS NULL
+            ORDER BY p.gps_time DESC LIMIT 1
+        ) p
+        """,
+        (list(firsts), list(firsts.values())),
+    ).fetchall()
+    return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+
+def write_positions(conn: Conn, rows: list[PositionRow], rules: QualityRules) -> tuple[int, int]:
+    """Insert fixes into `position_history` (existing (imei, gps_time) are left alone).
+
+    Flags implausible jumps first. Returns (rows inserted, rows flagged).
+    """
+    if not rows:
+        return 0, 0
+    rows.sort(key=lambda r: (r.imei, r.gps_time))
+    unique: list[PositionRow] = []
+    for row in rows:  # one fix per (imei, gps_time) inside the batch
+        if not unique or (unique[-1].imei, unique[-1].gps_time) != (row.imei, row.gps_time):
+            unique.append(row)
+    firsts: dict[str, datetime] = {}
+    for row in unique:
+        firsts.setdefault(row.imei, row.gps_time)
+    flagged = flag_jumps(unique, previous_fixes(conn, firsts), rules)
+    _stage(conn, "_stage_positions", POSITION_COLUMNS, POSITION_TYPES)
+    _copy(conn, "_stage_positions", POSITION_COLUMNS, POSITION_TYPES, [astuple(r) for r in unique])
+    cols = sql.SQL(", ").join(map(sql.Identifier, POSITION_COLUMNS))
+    cur = conn.execute(
+        sql.SQL(
+            "INSERT INTO tracksolid.position_history ({cols}) SELECT {cols} FROM _stage_positions"
+            " ON CONFLICT (imei, gps_time) DO NOTHING"
+        ).format(cols=cols)
+    )
+    return cur.rowcount, flagged
+
+
+def upsert_live(conn: Conn, rows: list[LiveRow]) -> int:
+    """Upsert `live_positions`, only ever moving a vehicle forward in time.
+
+    A row with the same gps_time may still refresh the status fields (online, heartbeat).
+    Returns the number of rows inserted or changed.
+    """
+    if not rows:
+        return 0
+    latest: dict[str, LiveRow] = {}
+    for row in rows:
+        seen = latest.get(row.position.imei)
+        if seen is None or seen.position.gps_time < row.position.gps_time:
+            latest[row.position.imei] = row
+    data = []
+    for row in latest.values():
+        p = row.position
+        data.append((
+            p.imei, p.gps_time, p.lat, p.lng, p.speed_kmh, p.direction_deg, p.acc_on, row.online,
+            p.pos_type, row.loc_desc, row.hb_time, row.battery_pct, row.power_v, row.gps_signal,
+            p.satellites, p.mileage_km, p.source, row.account,
+        ))  # fmt: skip
+    _stage(conn, "_stage_live", LIVE_COLUMNS, LIVE_TYPES)
+    _copy(conn, "_stage_live", LIVE_COLUMNS, LIVE_TYPES, data)
+    cols = sql.SQL(", ").join(map(sql.Identifier, LIVE_COLUMNS))
+    updates = sql.SQL(", ").join(
+        sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in LIVE_COLUMNS[1:]
+    )
+    cur = conn.execute(
+        sql.SQL(
+            "INSERT INTO tracksolid.live_positions AS l ({cols}) SELECT {cols} FROM _stage_live"
+            " ON CONFLICT (imei) DO UPDATE SET {updates}, updated_at = now()"
+            " WHERE l.gps_time < EXCLUDED.gps_time"
+            "    OR (l.gps_time = EXCLUDED.gps_time"
+            "        AND (l.online, l.hb_time, l.acc_on, l.battery_pct, l.account)"
+            "            IS DISTINCT FROM"
+            "            (EXCLUDED.online, EXCLUDED.hb_time, EXCLUDED.acc_on,"
+            "             EXCLUDED.battery_pct, EXCLUDED.account))"
+        ).format(cols=cols, updates=updates)
+    )
+    return cur.rowcount
+
+
+def _upsert(
+    conn: Conn,
+    table: str,
+    columns: Sequence[str],
+    key: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    update: Sequence[str] = (),
+) -> tuple[int, int]:
+    """Pipelined INSERT ... ON CONFLICT; returns (inserted, updated). Updates only rows
+    whose `update` columns actually changed, so a re-poll reports (0, 0)."""
+    if not rows:
+        return 0, 0
+    schema, name = table.split(".")
+    target = sql.Identifier(schema, name)
+    cols = sql.SQL(", ").join(map(sql.Identifier, columns))
+    marks = sql.SQL(", ").join(sql.Placeholder() * len(columns))
+    keys = sql.SQL(", ").join(map(sql.Identifier, key))
+    if update:
+        sets = sql.SQL(", ").join(
+            sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in update
+        )
+        old = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in update)
+        new = sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in update)
+        action: sql.Composable = sql.SQL(
+            "DO UPDATE SET {sets} WHERE ({old}) IS DISTINCT FROM ({new})"
+        ).format(sets=sets, old=old, new=new)
+    else:
+        action = sql.SQL("DO NOTHING")
+    query = sql.SQL(
+        "INSERT INTO {target} AS t ({cols}) VALUES ({marks}) ON CONFLICT ({keys}) {action}"
+        " RETURNING (xmax = 0)"
+    ).format(target=target, cols=cols, marks=marks, keys=keys, action=action)
+    inserted = updated = 0
+    with conn.cursor() as cur:
+        cur.executemany(query, rows, returning=True)
+        while True:
+            for (is_new,) in cur.fetchall():
+                if is_new:
+                    inserted += 1
+                else:
+                    updated += 1
+            if not cur.nextset():
+                break
+    return inserted, updated
+
+
+def upsert_trips(conn: Conn, rows: list[TripRow]) -> tuple[int, int]:
+    """Upsert trips on (imei, start_time); a trip seen again with new end/distance is updated."""
+    columns = (
+        "imei", "start_time", "end_time", "start_lat", "start_lng", "end_lat", "end_lng",
+        "distance_km", "driving_time_s", "avg_speed_kmh", "max_speed_kmh", "start_mileage_km",
+        "end_mileage_km", "source", "raw",
+    )  # fmt: skip
+    data = [
+        (r.imei, r.start_time, r.end_time, r.start_lat, r.start_lng, r.end_lat, r.end_lng,
+         r.distance_km, r.driving_time_s, r.avg_speed_kmh, r.max_speed_kmh, r.start_mileage_km,
+         r.end_mileage_km, r.source, Jsonb(r.raw))
+        for r in rows
+    ]  # fmt: skip
+    return _upsert(
+        conn, "tracksolid.trips", columns, ("imei", "start_time"), data,
+        update=("end_time", "end_lat", "end_lng", "distance_km", "driving_time_s",
+                "avg_speed_kmh", "max_speed_kmh", "end_mileage_km"),
+    )  # fmt: skip
+
+
+def upsert_stops(conn: Conn, rows: list[StopRow]) -> tuple[int, int]:
+    """Upsert parking / idling periods on (imei, start_time, acc_on)."""
+    columns = (
+        "imei", "start_time", "end_time", "duration_s", "acc_on", "lat", "lng", "address",
+        "account", "raw",
+    )  # fmt: skip
+    data = [
+        (r.imei, r.start_time, r.end_time, r.duration_s, r.acc_on, r.lat, r.lng, r.address,
+         r.account, Jsonb(r.raw))
+        for r in rows
+    ]  # fmt: skip
+    return _upsert(
+        conn, "tracksolid.parking_events", columns, ("imei", "start_time", "acc_on"), data,
+        update=("end_time", "duration_s", "address"),
+    )  # fmt: skip
+
+
+def insert_alarms(conn: Conn, rows: list[AlarmRow]) -> int:
+    """Insert alarms; (imei, alarm_time, alarm_type) already stored are skipped."""
+    columns = (
+        "imei", "alarm_time", "alarm_type", "alarm_name", "lat", "lng", "speed_kmh", "source",
+        "account", "raw",
+    )  # fmt: skip
+    data = [
+        (r.imei, r.alarm_time, r.alarm_type, r.alarm_name, r.lat, r.lng, r.speed_kmh, r.source,
+         r.account, Jsonb(r.raw))
+        for r in rows
+    ]  # fmt: skip
+    return _upsert(conn, "tracksolid.alarms", columns, ("imei", "alarm_time", "alarm_type"), data)[
+        0
+    ]
+
+
+def insert_obd(conn: Conn, rows: list[ObdRow]) -> int:
+    """Insert OBD readings; (imei, reading_time) already stored are skipped."""
+    columns = (
+        "imei", "reading_time", "odometer_km", "accumulated_mileage_km", "remaining_fuel_l",
+        "remaining_fuel_pct", "coolant_temp_c", "battery_voltage_v", "rpm", "speed_kmh", "vin",
+        "source", "raw",
+    )  # fmt: skip
+    data = [(*astuple(r)[:-1], Jsonb(r.raw)) for r in rows]
+    return _upsert(conn, "tracksolid.obd_readings", columns, ("imei", "reading_time"), data)[0]
+
+
+def upsert_devices(conn: Conn, devices: list[dict[str, Any]]) -> tuple[int, int]:
+    """Upsert API device data (FIX-M17: every API field). A null from the API never erases a
+    value already stored (e.g. a driver name imported from the registry CSV); registry-only
+    fields (cost_centre, city, vehicle_type) are never touched here."""
+    if not devices:
+        return 0, 0
+    columns = ("imei", *DEVICE_API_COLUMNS, "raw")
+    data = [(*(d[c] for c in ("imei", *DEVICE_API_COLUMNS)), Jsonb(d.get("raw"))) for d in devices]
+    target = sql.Identifier("tracksolid", "devices")
+    cols = sql.SQL(", ").join(map(sql.Identifier, columns))
+    marks = sql.SQL(", ").join(sql.Placeholder() * len(columns))
+    sets = sql.SQL(", ").join(
+        sql.SQL("{c} = COALESCE(EXCLUDED.{c}, t.{c})").format(c=sql.Identifier(c))
+        for c in (*DEVICE_API_COLUMNS, "raw")
+    )
+    query = sql.SQL(
+        "INSERT INTO {target} AS t ({cols}, api_synced_at) VALUES ({marks}, now())"
+        " ON CONFLICT (imei) DO UPDATE SET {sets}, api_synced_at = now(), updated_at = now()"
+        " RETURNING (xmax = 0)"
+    ).format(target=target, cols=cols, marks=marks, sets=sets)
+    inserted = updated = 0
+    with conn.cursor() as cur:
+        cur.executemany(query, data, returning=True)
+        while True:
+            for (is_new,) in cur.fetchall():
+                inserted += int(bool(is_new))
+                updated += int(not is_new)
+            if not cur.nextset():
+                break
+    return inserted, updated
+
+
+def set_watermarks(conn: Conn, job: str, imeis: Sequence[str], until: datetime) -> None:
+    """Record that `job` has read `imeis` up to `until` (never moves a watermark back)."""
+    if not imeis:
+        return
+    conn.execute(
+        """
+        INSERT INTO tracksolid.ingest_watermarks (job, imei, covered_until)
+        SELECT %s, imei, %s FROM unnest(%s::text[]) AS imei
+        ON CONFLICT (job, imei) DO UPDATE
+            SET covered_until = GREATEST(tracksolid.ingest_watermarks.covered_until,
+                                         EXCLUDED.covered_until),
+                updated_at = now()
+        """,
+        (job, until, list(imeis)),
+    )
+
+
+def get_watermarks(conn: Conn, job: str) -> dict[str, datetime]:
+    """Per IMEI, up to when `job` has read it."""
+    rows = conn.execute(
+        "SELECT imei, covered_until FROM tracksolid.ingest_watermarks WHERE job = %s", (job,)
+    ).fetchall()
+    return {r[0]: r[1] for r in rows}
