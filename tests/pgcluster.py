@@ -50,7 +50,9 @@ def free_port() -> int:
 class LocalCluster:
     """A disposable PostgreSQL server on loopback (superuser `postgres`, trust auth)."""
 
-    def __init__(self, base_dir: Path | None = None, port: int | None = None) -> None:
+    def __init__(
+        self, base_dir: Path | None = None, port: int | None = None, *, durable: bool = False
+    ) -> None:
         self.bin = find_pg_bin()
         self.port = port or free_port()
         self._own_dir = base_dir is None
@@ -59,6 +61,8 @@ class LocalCluster:
         self.sock_dir = self.base / "sock"
         self.log_file = self.base / "postgres.log"
         self._as_postgres = os.geteuid() == 0
+        # Tests trade durability for speed; benchmarks use durable=True (fsync on, as in prod).
+        self.durable = durable
 
     @property
     def admin_url(self) -> str:
@@ -115,10 +119,13 @@ class LocalCluster:
         )
         conf = self.data / "postgresql.conf"
         with conf.open("a") as fh:
+            if not self.durable:
+                fh.write(
+                    "\n# test cluster: speed over durability\n"
+                    "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
+                )
             fh.write(
-                "\n# test cluster: speed over durability\n"
-                "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
-                "max_connections = 300\nshared_buffers = 128MB\n"
+                "max_connections = 300\nshared_buffers = 256MB\n"
                 "listen_addresses = '127.0.0.1'\n"
                 f"unix_socket_directories = '{self.sock_dir}'\n"
                 "timezone = 'UTC'\nlog_min_messages = warning\n"

@@ -1,0 +1,213 @@
+"""Ingest benchmarks: the position write path, and one live sweep of 10,000 devices.
+
+    .venv/bin/python bench/bench_ingest.py                   # full size (as in docs/performance.md)
+    .venv/bin/python bench/bench_ingest.py --rows 50000 --devices 2000   # quick
+
+1. Write path: the worker's writer (`ingest.writers.write_positions`: jump flagging, binary
+   COPY into a temp table, INSERT ... ON CONFLICT) in batches of 10,000, against a raw binary
+   COPY of the same rows into an identical table, in the same run. The cluster is durable
+   (fsync on, synchronous_commit on), as in production.
+2. Live sweep: the simulator in its own process with --devices N over 3 accounts; the worker
+   side (`Ingestor.poll_live`) in a child process so its peak RSS is its own. Then the same
+   sweep through a naive row-by-row path (one INSERT per fix and per live row, autocommit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import astuple
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ingest.jobs import Ingestor  # noqa: E402
+from ingest.parse import PositionRow, parse_location  # noqa: E402
+from ingest.quality import QualityRules  # noqa: E402
+from ingest.writers import POSITION_COLUMNS, POSITION_TYPES, write_positions  # noqa: E402
+from run_migrations import migrate  # noqa: E402
+from tests.pgcluster import LocalCluster, free_port  # noqa: E402
+from ts_shared import JimiClient, Settings, make_pool  # noqa: E402
+
+SIM_ENV = {
+    "TRACKSOLID_APP_KEY": "demo-app-key",
+    "TRACKSOLID_APP_SECRET": "demo-app-secret",
+    "TRACKSOLID_USER_ID": "fireside",
+    "TRACKSOLID_USER_PWD": "demo-password",
+    "TRACKSOLID_TARGETS": "fireside,Fireside@HQ,Fireside_MSA",
+}
+
+
+def make_rows(n: int, devices: int = 1000) -> list[PositionRow]:
+    """n fixes, 30 s apart per device, around Nairobi."""
+    rng = random.Random(1)
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    per = max(1, n // devices)
+    rows = []
+    for d in range(devices):
+        lat, lng = -1.29 + rng.uniform(-0.1, 0.1), 36.82 + rng.uniform(-0.1, 0.1)
+        for i in range(per):
+            lat += rng.uniform(-0.001, 0.001)
+            lng += rng.uniform(-0.001, 0.001)
+            rows.append(PositionRow(
+                f"86279805{d:07d}", start + timedelta(seconds=30 * i), lat, lng,
+                rng.uniform(0, 80), rng.randrange(360), True, "GPS", 9, 0, None, None, "poll",
+            ))  # fmt: skip
+    return rows[:n]
+
+
+def bench_write_path(url: str, n: int) -> dict[str, float]:
+    rows = make_rows(n)
+    rules = QualityRules()
+    with psycopg.connect(url) as conn:
+        conn.execute("CREATE TABLE bench_raw (LIKE tracksolid.position_history INCLUDING ALL)")
+        conn.commit()
+        # Raw COPY of the same rows (the ceiling: no conflict handling, no flags).
+        t0 = time.perf_counter()
+        for start in range(0, n, 10_000):
+            with (
+                conn.cursor() as cur,
+                cur.copy(
+                    "COPY bench_raw ({}) FROM STDIN (FORMAT BINARY)".format(
+                        ", ".join(POSITION_COLUMNS)
+                    )
+                ) as copy,
+            ):
+                copy.set_types(list(POSITION_TYPES))
+                for row in rows[start : start + 10_000]:
+                    copy.write_row(astuple(row))
+            conn.commit()
+        raw_s = time.perf_counter() - t0
+        # The worker's writer.
+        t0 = time.perf_counter()
+        inserted = 0
+        for start in range(0, n, 10_000):
+            batch = list(rows[start : start + 10_000])
+            got, _ = write_positions(conn, batch, rules)
+            conn.commit()
+            inserted += got
+        writer_s = time.perf_counter() - t0
+        # Re-polling the same rows (all conflicts) — what a repeated window costs.
+        t0 = time.perf_counter()
+        for start in range(0, n, 10_000):
+            write_positions(conn, list(rows[start : start + 10_000]), rules)
+            conn.commit()
+        repoll_s = time.perf_counter() - t0
+    assert inserted == n, (inserted, n)
+    return {"rows": n, "raw_copy_rows_s": n / raw_s, "writer_rows_s": n / writer_s,
+            "repoll_rows_s": n / repoll_s, "ratio": raw_s / writer_s}  # fmt: skip
+
+
+def sweep_child(url: str, api_url: str, naive: bool) -> None:
+    """Runs in its own process: one warm-up token fetch, then one timed live sweep."""
+    settings = Settings(
+        _env_file=None, database_url=url, tracksolid_api_url=api_url, log_level="WARNING", **SIM_ENV
+    )  # type: ignore[arg-type]
+    pool = make_pool(url, min_size=1, max_size=4, name="bench")
+    client = JimiClient(settings, pool)
+    client.access_token()
+    ingestor = Ingestor(settings, pool, client)
+    t0 = time.perf_counter()
+    if naive:
+        rows = 0
+        with psycopg.connect(url, autocommit=True) as conn:
+            for target in settings.targets:
+                reply = client.call("jimi.user.device.location.list", {"target": target})
+                for item in reply.items():
+                    p = parse_location(item, target).position
+                    conn.execute(
+                        "INSERT INTO tracksolid.position_history (imei, gps_time, lat, lng,"
+                        " speed_kmh, acc_on, source) VALUES (%s,%s,%s,%s,%s,%s,'poll')"
+                        " ON CONFLICT DO NOTHING",
+                        (p.imei, p.gps_time, p.lat, p.lng, p.speed_kmh, p.acc_on),
+                    )
+                    conn.execute(
+                        "INSERT INTO tracksolid.live_positions (imei, gps_time, lat, lng,"
+                        " speed_kmh, acc_on, source) VALUES (%s,%s,%s,%s,%s,%s,'poll')"
+                        " ON CONFLICT (imei) DO UPDATE SET gps_time = EXCLUDED.gps_time,"
+                        " lat = EXCLUDED.lat, lng = EXCLUDED.lng"
+                        " WHERE live_positions.gps_time < EXCLUDED.gps_time",
+                        (p.imei, p.gps_time, p.lat, p.lng, p.speed_kmh, p.acc_on),
+                    )
+                    rows += 1
+    else:
+        stats = ingestor.poll_live()
+        rows = stats.inserted["position_history"]
+    wall = time.perf_counter() - t0
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"wall_s": wall, "rows": rows, "peak_rss_mb": rss_mb}))
+    pool.close()
+
+
+def bench_sweep(cluster: LocalCluster, devices: int) -> dict[str, dict[str, float]]:
+    port = free_port()
+    sim = subprocess.Popen(
+        [sys.executable, str(ROOT / "jimi_sim.py"), "--port", str(port), "--devices",
+         str(devices), "--accounts", "3", "--seed", "1", "--log-level", "WARNING"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert sim.stdout is not None
+        sim.stdout.readline()  # "jimi_sim listening on ..."
+        api_url = f"http://127.0.0.1:{port}/route/rest"
+        results = {}
+        for name, naive in (("worker", False), ("naive", True)):
+            db = f"sweep_{name}"
+            with psycopg.connect(cluster.admin_url, autocommit=True) as conn:
+                conn.execute(f"CREATE DATABASE {db}")
+            url = cluster.url(db)
+            migrate(url, Settings(_env_file=None, database_url=url))
+            out = subprocess.run(
+                [sys.executable, __file__, "--sweep-child", url, api_url]
+                + (["--naive"] if naive else []),
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            results[name] = json.loads(out.stdout.strip().splitlines()[-1])
+        return results
+    finally:
+        sim.terminate()
+        sim.wait(10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--devices", type=int, default=10_000)
+    parser.add_argument("--sweep-child", nargs=2, metavar=("DB_URL", "API_URL"))
+    parser.add_argument("--naive", action="store_true")
+    args = parser.parse_args()
+    if args.sweep_child:
+        sweep_child(args.sweep_child[0], args.sweep_child[1], args.naive)
+        return
+    with LocalCluster(durable=True) as cluster:
+        with psycopg.connect(cluster.admin_url, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE bench_write")
+        url = cluster.url("bench_write")
+        migrate(url, Settings(_env_file=None, database_url=url))
+        w = bench_write_path(url, args.rows)
+        print(f"position write path, {w['rows']:,} rows in batches of 10,000:")
+        print(f"  raw binary COPY (baseline)   {w['raw_copy_rows_s']:>10,.0f} rows/s")
+        print(f"  worker writer (new rows)     {w['writer_rows_s']:>10,.0f} rows/s"
+              f"   = {w['ratio']:.2f} x raw COPY")  # fmt: skip
+        print(f"  worker writer (re-poll, 0 new){w['repoll_rows_s']:>9,.0f} rows/s")
+        s = bench_sweep(cluster, args.devices)
+        print(f"live sweep of {args.devices:,} devices (3 accounts, simulator in its own process):")
+        for name in ("worker", "naive"):
+            r = s[name]
+            print(f"  {name:<7} wall {r['wall_s']:6.2f} s   rows {r['rows']:>6}"
+                  f"   peak RSS {r['peak_rss_mb']:6.1f} MB")  # fmt: skip
+        print(f"  cpu count {os.cpu_count()}")
+
+
+if __name__ == "__main__":
+    main()
