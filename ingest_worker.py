@@ -154,11 +154,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     settings = Settings()
     setup_logging(settings.log_level)
+    if not settings.jimi_configured and settings.jimi_sim_url:
+        log.warning(
+            "DEMO MODE: no Tracksolid credentials set; polling the simulator at %s",
+            settings.jimi_sim_url,
+        )
+        settings = settings.with_simulator()
     if not settings.jimi_configured:
         log.error(
             "Tracksolid credentials are not set (TRACKSOLID_APP_KEY, TRACKSOLID_APP_SECRET, "
             "TRACKSOLID_USER_ID, TRACKSOLID_USER_PWD[_MD5]). For a demo without credentials "
-            "run `make demo`, which starts the Jimi simulator and points the worker at it."
+            "run `make demo`, or set JIMI_SIM_URL to a running jimi_sim.py."
         )
         return 2
     pool = make_pool(

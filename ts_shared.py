@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     jimi_max_attempts: int = Field(default=5, ge=1)
     jimi_backoff_base_s: float = 1.0
     jimi_backoff_cap_s: float = 60.0
+    # Demo only: with no Tracksolid credentials, poll this simulator (jimi_sim.py) instead.
+    jimi_sim_url: str = ""
 
     # Ingest worker (issue: ingest worker) — intervals in seconds, defaults from the seeds
     ingest_device_sync_interval_s: int = 6 * 3600
@@ -130,9 +132,11 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _derive(self) -> Settings:
         """Hash a plain password once; default the read-only DB URL to the main one."""
-        if not self.tracksolid_user_pwd_md5.get_secret_value() and self.tracksolid_user_pwd:
-            plain = self.tracksolid_user_pwd.get_secret_value()
+        plain = self.tracksolid_user_pwd.get_secret_value() if self.tracksolid_user_pwd else ""
+        if not self.tracksolid_user_pwd_md5.get_secret_value() and plain:
             self.tracksolid_user_pwd_md5 = SecretStr(md5_hex(plain))
+        if not self.tracksolid_api_url:
+            self.tracksolid_api_url = DEFAULT_API_URL  # an empty line in .env means "default"
         if self.dashboard_database_url is None:
             self.dashboard_database_url = self.database_url
         return self
@@ -165,6 +169,20 @@ class Settings(BaseSettings):
             and self.tracksolid_app_secret.get_secret_value()
             and self.tracksolid_user_id
             and self.tracksolid_user_pwd_md5.get_secret_value()
+        )
+
+    def with_simulator(self) -> Settings:
+        """These settings pointed at the simulator at `jimi_sim_url` with its demo account
+        (jimi_sim.SimConfig defaults), for the demo when no real credentials are set."""
+        return self.model_copy(
+            update={
+                "tracksolid_api_url": self.jimi_sim_url,
+                "tracksolid_app_key": "demo-app-key",
+                "tracksolid_app_secret": SecretStr("demo-app-secret"),
+                "tracksolid_user_id": "fireside",
+                "tracksolid_user_pwd_md5": SecretStr(md5_hex("demo-password")),
+                "tracksolid_targets": "fireside,Fireside@HQ,Fireside_MSA",
+            }
         )
 
     def dsn(self) -> str:
