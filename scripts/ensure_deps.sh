@@ -78,4 +78,25 @@ if [[ "${SKIP_NODE:-0}" != 1 ]]; then
     (cd "$WASM_DIR" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
   fi
 fi
+# 5. Operator page: the map library from npm (served by dashboard_api, never from a CDN) --------
+if [[ ! -f web/node_modules/leaflet/dist/leaflet.js ]]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "npm is needed for the operator page's map library (install nodejs + npm)." >&2; exit 1
+  fi
+  log "npm ci in web/"
+  (cd web && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+
+# 6. Headless Chromium for the operator-page browser test (Debian package) ---------------------
+if [[ "${SKIP_BROWSER:-0}" != 1 ]] && ! command -v chromium >/dev/null 2>&1; then
+  if [[ $(id -u) -eq 0 ]]; then
+    log "installing chromium from Debian (browser test of the operator page)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q chromium >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
+  else
+    echo "chromium is missing: run as root 'apt-get install chromium' (browser test)." >&2
+    exit 1
+  fi
+fi
 log "ok"
