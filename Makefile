@@ -21,5 +21,8 @@ format:
 	.venv/bin/ruff format .
 	.venv/bin/ruff check --fix .
 
+demo: deps
+	.venv/bin/python scripts/demo.py
+
 migrate: deps
 	.venv/bin/python run_migrations.py
