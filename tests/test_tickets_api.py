@@ -1,0 +1,165 @@
+"""Read-API for tickets: the INC dashboard payload and the map, as the read-only role."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from psycopg_pool import ConnectionPool
+from pydantic import SecretStr
+
+import import_tickets
+from dashboard import tickets
+from tickets_import.sample import ticket, to_csv
+from ts_shared import Settings, make_pool
+
+
+def eat_text(moment: datetime) -> str:
+    return (moment + timedelta(hours=3)).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@pytest.fixture
+def ro_pool(db_url: str) -> Iterator[ConnectionPool]:
+    """Connections that run as `dashboard_ro` (USAGE on reporting only), like production."""
+    p = make_pool(
+        psycopg.conninfo.make_conninfo(db_url, options="-c role=dashboard_ro"),
+        min_size=1,
+        max_size=2,
+        name="ro",
+    )
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def client(
+    settings: Settings, pool: ConnectionPool, ro_pool: ConnectionPool, tmp_path: Path
+) -> TestClient:
+    now = datetime.now(UTC)
+    path = tmp_path / "inc.csv"
+    path.write_bytes(
+        to_csv(
+            [
+                ticket(
+                    "A1",
+                    created_at_service=eat_text(now - timedelta(hours=5)),
+                    latitude="-1.29",
+                    longitude="36.78",
+                ),
+                ticket(
+                    "A2",
+                    raw_status="PENDING",
+                    created_at_service=eat_text(now - timedelta(hours=70)),
+                    latitude="-1.30",
+                    longitude="36.79",
+                ),
+                ticket(
+                    "A3",
+                    cluster="Nyali",
+                    region="Mombasa",
+                    created_at_service="",
+                    first_seen_at=eat_text(now - timedelta(hours=1)),
+                ),  # no point: unmapped
+                ticket(
+                    "C1",
+                    raw_status="CLOSED",
+                    closed_at=eat_text(now - timedelta(days=2)),
+                    mttr="90",
+                    sla_status="Met",
+                    latitude="-1.28",
+                    longitude="36.80",
+                ),
+                ticket(
+                    "C2",
+                    raw_status="RESOLVED",
+                    closed_at=eat_text(now - timedelta(days=20)),
+                    mttr="30",
+                    latitude="-1.28",
+                    longitude="36.80",
+                ),
+            ]
+        )
+    )
+    code = import_tickets.run(
+        ["--inc-csv", str(path), "--apply"], settings, pool, out=io.StringIO()
+    )
+    assert code == 0
+    app = FastAPI()
+    app.include_router(tickets.router)
+    app.state.ro_pool = ro_pool
+    app.state.settings = settings
+    return TestClient(app)
+
+
+def ids(collection: dict[str, Any]) -> list[str]:
+    assert collection["type"] == "FeatureCollection"
+    return [f["properties"]["ticket_id"] for f in collection["features"]]
+
+
+def test_inc_dashboard_payload(client: TestClient) -> None:
+    response = client.get("/analytics/inc-dashboard")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert ids(body["open"]) == ["A2", "A1"]  # oldest first; A3 has no point
+    assert ids(body["closed"]) == ["C1"]  # C2 closed 20 days ago: outside 7d
+    a2 = body["open"]["features"][1 - 1]
+    assert a2["geometry"] == {"type": "Point", "coordinates": [36.79, -1.3]}
+    assert a2["properties"]["derived_sla_status"] == "breached"
+    assert a2["properties"]["bucket"] == "pending"
+    m = body["metrics"]
+    assert (m["open_total"], m["open_actionable"], m["open_pending"]) == (3, 2, 1)
+    assert (m["open_breached"], m["open_unmapped"], m["closed_in_window"]) == (1, 1, 1)
+    assert m["mttr_min_median"] == 90
+    assert m["closed_by_sla_status"] == {"Met": 1}
+    assert {c["cluster"]: c["open"] for c in m["by_cluster"]} == {"Kilimani": 2, "Nyali": 1}
+    assert body["freshness"]["tickets_total"] == 5
+    assert body["params"]["window"] == "7d"
+
+    params = {"window": "30d", "cluster": "Kilimani", "status": "actionable"}
+    wide = client.get("/analytics/inc-dashboard", params=params).json()
+    assert ids(wide["closed"]) == ["C1", "C2"]
+    assert ids(wide["open"]) == ["A1"]
+    frm = (datetime.now(UTC) - timedelta(days=25)).isoformat()
+    to = (datetime.now(UTC) - timedelta(days=10)).isoformat()
+    custom = client.get("/analytics/inc-dashboard", params={"from": frm, "to": to}).json()
+    assert custom["params"]["window"] == "custom" and ids(custom["closed"]) == ["C2"]
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"window": "1y"}, "window"),
+        ({"status": "bogus"}, "status"),
+        ({"window": "custom"}, "needs both"),
+        ({"from": "2026-06-10T00:00:00Z", "to": "2026-06-01T00:00:00Z"}, "before"),
+        ({"from": "2024-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}, "366"),
+        ({"from": "not-a-date"}, "datetime"),
+    ],
+)
+def test_bad_parameters_are_422(client: TestClient, params: dict[str, str], message: str) -> None:
+    response = client.get("/analytics/inc-dashboard", params=params)
+    assert response.status_code == 422
+    assert message in response.text
+
+
+def test_tickets_map_and_api_key(client: TestClient, settings: Settings) -> None:
+    body = client.get("/analytics/tickets-map").json()
+    assert ids(body) == ["A2", "A1"]
+    assert body["summary"]["open_total"] == 3 and body["summary"]["open_mapped"] == 2
+    assert body["summary"]["by_bucket"] == {"open": 2, "pending": 1, "closed": 2}
+    assert "source_max_key" in body["summary"]["freshness"]
+    client.app.state.settings = settings.model_copy(update={"dashboard_api_keys": SecretStr("k1")})  # type: ignore[attr-defined]
+    assert client.get("/analytics/tickets-map").status_code == 401
+    assert client.get("/analytics/tickets-map", headers={"X-API-Key": "k1"}).status_code == 200
+
+
+def test_readonly_role_cannot_read_tickets_tables(ro_pool: ConnectionPool) -> None:
+    with ro_pool.connection() as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("SELECT count(*) FROM tickets.inc")

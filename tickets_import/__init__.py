@@ -1,0 +1,5 @@
+"""Parts of the tickets importer (`import_tickets.py` is the entry point).
+
+`parse` — pure CSV → cleaned rows; `store` — database writes; `feed` — the S3 change stream;
+`geocode` — the LocationIQ-compatible geocoder and the gazetteer caches.
+"""
