@@ -1,0 +1,6 @@
+"""Parts of the JIMI push receiver (`webhook_receiver.py` is the entry point).
+
+- `parse`  — pure functions: decoded push items → typed rows (no I/O);
+- `store`  — one delivery → one SQL statement (inbox + typed tables + ingestion_log);
+- `spool`  — the durable local spool used while PostgreSQL is unreachable.
+"""
