@@ -233,11 +233,14 @@ def make_pool(
     name: str = "pool",
     open_wait: bool = True,
     timeout: float = 30.0,
+    check: bool = True,
 ) -> ConnectionPool:
     """Open a psycopg pool whose connections are checked before each use.
 
     `open_wait=False` returns at once even when the database is down (the pool keeps
     trying in the background), which the webhook receiver needs to start and spool.
+    `check=False` skips the per-borrow round trip; only for callers that treat a
+    `psycopg.OperationalError` on a stale connection as routine (the webhook spools it).
     """
     pool = ConnectionPool(
         conninfo,
@@ -245,7 +248,7 @@ def make_pool(
         max_size=max_size,
         name=name,
         open=False,
-        check=ConnectionPool.check_connection,
+        check=ConnectionPool.check_connection if check else None,
         timeout=timeout,
         kwargs={"application_name": name},
     )

@@ -242,6 +242,9 @@ def create_app(settings: Settings | None = None, *, noop_route: bool = False) ->
             max_size=active.db_pool_max_size,
             name="webhook_receiver",
             open_wait=False,
+            # No per-borrow check: a stale connection raises OperationalError, which the
+            # pipeline already answers by spooling the delivery (measured: ~+20% deliveries/s).
+            check=False,
         )
         pipeline = PushPipeline(active, pool, spool)
         pipeline.start()
