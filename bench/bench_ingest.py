@@ -25,6 +25,7 @@ import time
 from dataclasses import astuple
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -110,9 +111,9 @@ def bench_write_path(url: str, n: int) -> dict[str, float]:
 
 def sweep_child(url: str, api_url: str, naive: bool) -> None:
     """Runs in its own process: one warm-up token fetch, then one timed live sweep."""
-    settings = Settings(
-        _env_file=None, database_url=url, tracksolid_api_url=api_url, log_level="WARNING", **SIM_ENV
-    )  # type: ignore[arg-type]
+    values: dict[str, Any] = {"database_url": url, "tracksolid_api_url": api_url,
+                              "log_level": "WARNING", **SIM_ENV}  # fmt: skip
+    settings = Settings(_env_file=None, **values)
     pool = make_pool(url, min_size=1, max_size=4, name="bench")
     client = JimiClient(settings, pool)
     client.access_token()

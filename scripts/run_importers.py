@@ -54,7 +54,7 @@ SCHEDULE = {
 def run(name: str, command: list[str]) -> None:
     """Run one importer as a child process and log its outcome."""
     log.info("%s: starting", name)
-    result = subprocess.run(command, cwd=ROOT, check=False)  # noqa: S603 - fixed commands
+    result = subprocess.run(command, cwd=ROOT, check=False)
     if result.returncode == 0:
         log.info("%s: finished", name)
     else:
