@@ -1,0 +1,177 @@
+"""The dashboard read-API (FastAPI): live map, vehicle tracks, trips map, fleet analytics.
+
+Run it with `uvicorn dashboard_api:app` (or `python dashboard_api.py`). Endpoints are in
+`dashboard/routes.py` (docs/api.md lists them with example answers; OpenAPI at `/docs`).
+
+- GeoJSON / JSON is built in PostgreSQL by `reporting.fn_*` and passed through as text.
+- Reads go through the read-only role (`DASHBOARD_DATABASE_URL`); only the `v_trips`
+  refresher (FIX-D02, `dashboard/refresher.py`) uses the read-write `DATABASE_URL`.
+- CORS origins come from `DASHBOARD_CORS_ORIGINS` (FIX-D03); with `DASHBOARD_API_KEYS` set,
+  every data endpoint needs `X-API-Key` or `Authorization: Bearer` (else 401).
+- Bad parameters → 422 `{"detail": "<what is wrong>"}`; database unavailable → 503.
+- Optional routers `dashboard/tickets.py` and `dashboard/fuel.py` (`router = APIRouter()`)
+  are mounted when present, behind the same API-key check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import importlib.util
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import psycopg
+from fastapi import Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from psycopg_pool import ConnectionPool, PoolTimeout
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from dashboard.deps import require_api_key
+from dashboard.params import ParamError
+from dashboard.refresher import VTripsRefresher
+from dashboard.routes import data_router, health_router
+from ts_shared import Settings, make_pool, setup_logging
+
+log = logging.getLogger(__name__)
+
+OPTIONAL_ROUTERS = ("dashboard.tickets", "dashboard.fuel")
+
+
+class SettingsCORSMiddleware:
+    """CORS with the origins of the app's Settings.
+
+    Settings are built in the lifespan (never at import time), after Starlette has fixed its
+    middleware list, so the real CORSMiddleware is created on the first HTTP request.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._cors: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self._cors is None:
+            settings: Settings = scope["app"].state.settings
+            self._cors = CORSMiddleware(
+                self.app,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST", "OPTIONS"],
+                allow_headers=["Content-Type", "X-API-Key", "Authorization"],
+                max_age=600,
+            )
+        await self._cors(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the read-API. `settings=None` reads the environment when the app starts."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        current = settings
+        if current is None:  # the production path: `uvicorn dashboard_api:app`
+            current = Settings()
+            setup_logging(current.log_level)
+        app.state.settings = current
+        app.state.ro_pool = make_pool(
+            current.dashboard_dsn(),
+            min_size=current.db_pool_min_size,
+            max_size=current.db_pool_max_size,
+            name="dashboard_api",
+            open_wait=False,  # start (and answer /health with 503) while the DB is down
+            timeout=10.0,
+        )
+        stop = asyncio.Event()
+        task: asyncio.Task[None] | None = None
+        rw_pool: ConnectionPool | None = None
+        if current.vtrips_refresh_interval_s > 0:
+            rw_pool = make_pool(
+                current.dsn(),
+                min_size=1,
+                max_size=1,
+                name="dashboard_api_refresh",
+                open_wait=False,
+            )
+            refresher = VTripsRefresher(rw_pool, current.vtrips_refresh_interval_s)
+            app.state.refresher = refresher
+            task = asyncio.create_task(refresher.run_forever(stop), name="v_trips_refresher")
+            log.info(
+                "v_trips refresher every %d s (instance %s)",
+                current.vtrips_refresh_interval_s,
+                refresher.instance,
+            )
+        else:
+            log.info("v_trips refresher disabled (VTRIPS_REFRESH_INTERVAL_S=0)")
+        try:
+            yield
+        finally:
+            stop.set()
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if rw_pool is not None:
+                rw_pool.close()
+            app.state.ro_pool.close()
+
+    app = FastAPI(
+        title="Tracksolid fleet read-API",
+        version="1.0",
+        description=(
+            "Live positions, vehicle tracks and trips as GeoJSON, and fleet analytics, built "
+            "in PostgreSQL (`reporting.fn_*`). Times are UTC ISO-8601 in answers; naive times "
+            "and dates in requests are East Africa Time (UTC+3). See docs/api.md."
+        ),
+        lifespan=lifespan,
+    )
+    app.add_middleware(SettingsCORSMiddleware)
+    app.add_exception_handler(ParamError, _param_error)
+    app.add_exception_handler(psycopg.errors.InvalidParameterValue, _sql_param_error)
+    app.add_exception_handler(PoolTimeout, _db_unavailable)
+    app.add_exception_handler(psycopg.OperationalError, _db_unavailable)
+    app.include_router(health_router)
+    app.include_router(data_router)
+    for module_name in OPTIONAL_ROUTERS:
+        if importlib.util.find_spec(module_name) is None:
+            continue
+        module = importlib.import_module(module_name)
+        app.include_router(module.router, dependencies=[Depends(require_api_key)])
+    return app
+
+
+async def _param_error(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=422)
+
+
+async def _sql_param_error(request: Request, exc: Exception) -> JSONResponse:
+    # The reporting functions raise SQLSTATE 22023 with a sentence meant for the caller.
+    diag = getattr(exc, "diag", None)
+    message = getattr(diag, "message_primary", None) or str(exc)
+    return JSONResponse({"detail": message}, status_code=422)
+
+
+async def _db_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("database unavailable for %s: %s", request.url.path, type(exc).__name__)
+    return JSONResponse(
+        {"detail": "the database is unavailable, retry shortly"},
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
+
+
+app = create_app()
+
+
+def main() -> None:
+    """Entry point: `python dashboard_api.py` (same as `uvicorn dashboard_api:app`)."""
+    import uvicorn  # noqa: PLC0415 - only the script path needs it
+
+    uvicorn.run("dashboard_api:app", host="0.0.0.0", port=8890, proxy_headers=True)
+
+
+if __name__ == "__main__":
+    main()
