@@ -30,6 +30,7 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import ConnectionPool, PoolTimeout
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from dashboard import operator
 from dashboard.deps import require_api_key
 from dashboard.params import ParamError
 from dashboard.refresher import VTripsRefresher
@@ -135,6 +136,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(psycopg.OperationalError, _db_unavailable)
     app.include_router(health_router)
     app.include_router(data_router)
+    # The operator page (static; its data calls go through the routes above).
+    app.include_router(operator.router)
+    operator.mount_static(app)
     for module_name in OPTIONAL_ROUTERS:
         if importlib.util.find_spec(module_name) is None:
             continue

@@ -555,7 +555,8 @@ class JimiClient:
                 self._audit(method, target, False, exc.code, None, started, stats, str(exc))
             raise
         if log_call:
-            self._audit(method, target, True, 0, len(reply.items()), started, stats, None)
+            rows = len(reply.items()) or int(isinstance(reply.result, dict) and bool(reply.result))
+            self._audit(method, target, True, 0, rows, started, stats, None)
         return reply
 
     def call_each_target(

@@ -98,9 +98,21 @@ def test_operator_page_shows_every_vehicle_in_headless_chromium(demo: dict[str, 
     assert len(re.findall(r'class="[^"]*vehicle-marker', dom)) == DEVICES
     rows = re.search(r'data-feeds="(\d+)"', dom)
     assert rows and int(rows.group(1)) > 0, "the ingest health table has rows"
+    # A vehicle's track on click: `?select=` opens the same panel as a click on its marker.
+    fc = _get(demo["api"] + "/webhook/live-positions")
+    assert isinstance(fc, dict)
+    moving = sorted(f["properties"]["vehicle_number"] for f in fc["features"])
+    selected = subprocess.run(
+        [chromium, *flags, "--dump-dom", f"{url}&select={moving[0]}"],
+        capture_output=True, text=True, timeout=120, check=False,
+    ).stdout  # fmt: skip
+    points = re.search(r'data-track-points="(\d+)"', selected)
+    assert points and int(points.group(1)) > 1, "the selected vehicle's 24 h track is drawn"
+    assert "vehicle-track" in selected
     shot = OUTPUT / "operator-page.png"
     shot.unlink(missing_ok=True)
-    subprocess.run([chromium, *flags, f"--screenshot={shot}", url], capture_output=True,
+    subprocess.run([chromium, *flags, f"--screenshot={shot}", f"{url}&select={moving[0]}"],
+                   capture_output=True,
                    timeout=120, check=False)  # fmt: skip
     assert shot.exists() and shot.stat().st_size > 10_000
     shutil.rmtree(profile, ignore_errors=True)

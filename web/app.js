@@ -32,6 +32,12 @@
   };
   legend.addTo(map);
 
+  // City labels keep the map readable when no internet tiles load.
+  const CITIES = [["Nairobi", -1.2864, 36.8172], ["Mombasa", -4.0435, 39.6682], ["Kampala", 0.3476, 32.5825]];
+  for (const [name, lat, lng] of CITIES) {
+    L.marker([lat, lng], { interactive: false, icon: L.divIcon({ className: "city-label", html: name }) }).addTo(map);
+  }
+
   const markers = L.layerGroup().addTo(map);
   const trackLayer = L.layerGroup().addTo(map);
   let fitted = false;
@@ -72,8 +78,12 @@
     document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
     document.body.dataset.vehicles = String(bounds.length);
     if (!fitted && bounds.length) {
-      map.fitBounds(bounds, { padding: [30, 30] });
+      map.fitBounds(bounds, { padding: [30, 30], animate: false });
       fitted = true;
+      // `?select=<vehicle number>` opens that vehicle's track (links from other tools, tests).
+      const wanted = params.get("select");
+      const hit = (fc.features || []).find((f) => wanted && f.properties.vehicle_number === wanted);
+      if (hit) await showTrack(hit.properties, wanted);
     }
   }
 
@@ -87,7 +97,9 @@
       const line = (fc.features || []).find((f) => f.geometry.type === "LineString");
       if (line) {
         const latlngs = line.geometry.coordinates.map(([lng, lat]) => [lat, lng]);
-        L.polyline(latlngs, { color: "#c0392b", weight: 3, className: "vehicle-track" }).addTo(trackLayer);
+        const track = L.polyline(latlngs, { color: "#c0392b", weight: 3, className: "vehicle-track" });
+        track.addTo(trackLayer);
+        map.fitBounds(track.getBounds(), { padding: [40, 40], maxZoom: 14, animate: false });
       }
       const lp = line ? line.properties : {};
       box.innerHTML = `<b>${label}</b> · ${text(p.driver_name)} · ${text(p.cost_centre)}<br>` +
