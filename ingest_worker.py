@@ -32,7 +32,9 @@ from ts_shared import JimiClient, Settings, make_pool, record_ingestion, setup_l
 
 log = logging.getLogger("ingest_worker")
 
-JOB_NAMES = ("device_sync", "live_positions", "track_list", "trips", "parking", "alarms")
+JOB_NAMES = (
+    "device_sync", "live_positions", "track_list", "trips", "parking", "alarms", "mileage_rollup",
+)  # fmt: skip
 
 
 def job_table(ingestor: Ingestor) -> dict[str, tuple[Callable[[], JobStats], int]]:
@@ -45,6 +47,7 @@ def job_table(ingestor: Ingestor) -> dict[str, tuple[Callable[[], JobStats], int
         "trips": (ingestor.poll_trips, s.ingest_trips_interval_s),
         "parking": (ingestor.poll_parking, s.ingest_parking_interval_s),
         "alarms": (ingestor.poll_alarms, s.ingest_alarms_interval_s),
+        "mileage_rollup": (ingestor.refresh_rollups, s.ingest_trips_interval_s),
     }
 
 

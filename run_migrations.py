@@ -251,6 +251,21 @@ def apply_grants(conn: psycopg.Connection[tuple[object, ...]]) -> None:
             "ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT ALL ON SEQUENCES TO {r}",
         ):
             conn.execute(sql.SQL(stmt).format(s=ident, r=owner))
+    # Materialized views are refreshed by the app (REFRESH needs the owner): hand them over.
+    matviews = conn.execute(
+        "SELECT schemaname, matviewname FROM pg_matviews"
+        " WHERE schemaname = ANY(%s) AND matviewowner <> %s",
+        (list(present), OWNER_ROLE),
+    ).fetchall()
+    for mv_schema, mv_name in matviews:
+        try:
+            conn.execute(
+                sql.SQL("ALTER MATERIALIZED VIEW {} OWNER TO {}").format(
+                    sql.Identifier(str(mv_schema), str(mv_name)), owner
+                )
+            )
+        except psycopg.errors.InsufficientPrivilege as exc:
+            log.warning("cannot give %s.%s to %s: %s", mv_schema, mv_name, OWNER_ROLE, exc)
     if "reporting" in present:
         ro = sql.Identifier(READONLY_ROLE)
         rep = sql.Identifier("reporting")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg
 from psycopg_pool import ConnectionPool
 
 from ingest import writers
@@ -534,6 +535,28 @@ class Ingestor:
                 with self.pool.connection() as conn, conn.transaction():
                     write(conn)
                     writers.set_watermarks(conn, job, batch, until)
+
+    # ── daily roll-up (plain PostgreSQL only) ───────────────────────────────
+
+    def refresh_rollups(self) -> JobStats:
+        """Refresh `tracksolid.v_mileage_daily_cagg` where it is a plain materialized view
+        (without TimescaleDB); a continuous aggregate is refreshed by its own policy."""
+        stats = JobStats("mileage_rollup")
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT c.relispopulated FROM pg_matviews m"
+                " JOIN pg_class c ON c.oid = format('%I.%I', m.schemaname, m.matviewname)::regclass"
+                " WHERE m.schemaname = 'tracksolid' AND m.matviewname = 'v_mileage_daily_cagg'"
+            ).fetchone()
+            if row is not None:
+                how = "CONCURRENTLY " if row[0] else ""  # CONCURRENTLY needs a populated view
+                try:
+                    conn.execute(f"REFRESH MATERIALIZED VIEW {how}tracksolid.v_mileage_daily_cagg")
+                    stats.updated["v_mileage_daily_cagg"] += 1
+                except psycopg.Error as exc:  # recorded; the next run retries
+                    conn.rollback()
+                    stats.fail("refresh v_mileage_daily_cagg", exc)
+        return self._finish(stats)
 
     # ── catch-up ────────────────────────────────────────────────────────────
 

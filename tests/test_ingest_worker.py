@@ -169,6 +169,10 @@ def test_cycle_fills_every_table_exactly_as_the_model(
     totals = counts(pool)
     assert all(v > 0 for v in totals.values()), totals
     with pool.connection() as conn:
+        rollup = conn.execute(
+            "SELECT sum(fixes) FROM tracksolid.v_mileage_daily_cagg").fetchone()  # fmt: skip
+    assert rollup is not None and rollup[0] == totals["position_history"], "daily roll-up refreshed"
+    with pool.connection() as conn:
         sources: dict[str, int] = dict(conn.execute(
             "SELECT source, count(*) FROM tracksolid.position_history GROUP BY source"
         ).fetchall())  # fmt: skip
