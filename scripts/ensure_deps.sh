@@ -63,7 +63,7 @@ fi
 
 # 4. TimescaleDB smoke server (WASM) -----------------------------------------------------------
 if [[ "${SKIP_NODE:-0}" != 1 ]]; then
-  WASM_SRC=${TIMESCALE_WASM_SRC:-../shared/tools/timescale-wasm}
+  WASM_SRC=${TIMESCALE_WASM_SRC:-tests/timescale_wasm}
   WASM_DIR=.cache/timescale-wasm
   if [[ ! -d "$WASM_DIR/node_modules/@unni-craftsman" ]]; then
     if ! command -v npm >/dev/null 2>&1; then
