@@ -61,14 +61,14 @@ def main() -> None:
     )  # fmt: skip
     print(f"generated {args.rows:,} records, {len(data) / 1e6:.1f} MB CSV")
 
-    with LocalCluster() as cluster:
+    with LocalCluster(durable=True) as cluster:
         with psycopg.connect(cluster.admin_url, autocommit=True) as conn:
             conn.execute("CREATE DATABASE bench")
         url = cluster.url("bench")
         migrate(url, Settings(_env_file=None, database_url=url))
         with psycopg.connect(url) as conn:
             version = conn.execute("SHOW server_version").fetchone()
-        print(f"server: PostgreSQL {version[0] if version else '?'} (local cluster, fsync=off)")
+        print(f"server: PostgreSQL {version[0] if version else '?'} (local cluster, durable: fsync on)")
         print(f"{'step':<34}{'rows':>9}{'parse s':>9}{'write s':>9}{'total s':>9}{'rows/s':>10}")
 
         def report(label: str, rows: int, parse_s: float, write_s: float) -> None:
