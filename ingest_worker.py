@@ -1,7 +1,8 @@
 """The ingest worker: one process polling the Tracksolid Open API into PostgreSQL.
 
     python ingest_worker.py                      run forever (catch-up, then the schedule)
-    python ingest_worker.py --once               every job once, then exit
+    python ingest_worker.py --once               what a start does, once: device sync,
+                                                 catch-up, then every job once; then exit
     python ingest_worker.py --job live_positions one job once (names: see JOB_NAMES)
     python ingest_worker.py --catchup-only       fill the gap since the last stored data, exit
     python ingest_worker.py import-devices FILE.csv [--apply]   operator registry import
@@ -105,9 +106,16 @@ def install_signal_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+# `--once`: the device sync and catch-up a start would do, then every job once.
+ONCE = ("device_sync", "catchup", *JOB_NAMES[1:])
+
+
 def run_once(ingestor: Ingestor, names: Sequence[str]) -> int:
-    """Run the named jobs once, in order; 1 if one crashed."""
-    jobs = job_table(ingestor)
+    """Run the named jobs once, in order (`catchup` included); 1 if one crashed."""
+    jobs: dict[str, tuple[Callable[[], Any], int]] = {
+        **job_table(ingestor),
+        "catchup": (ingestor.catchup, 0),
+    }
     ok = True
     for name in names:
         if ingestor.stop.is_set():
@@ -150,7 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return import_devices_main(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--once", action="store_true", help="run every job once, then exit")
+    mode.add_argument("--once", action="store_true",
+                      help="device sync, catch-up, every job once, then exit")  # fmt: skip
     mode.add_argument("--job", choices=JOB_NAMES, action="append", help="run this job once")
     mode.add_argument("--catchup-only", action="store_true", help="catch up, then exit")
     args = parser.parse_args(argv)
@@ -180,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ingestor = Ingestor(settings, pool, client, stop=stop)
     try:
         if args.once:
-            return run_once(ingestor, JOB_NAMES)
+            return run_once(ingestor, ONCE)
         if args.job:
             return run_once(ingestor, args.job)
         if args.catchup_only:
