@@ -68,7 +68,7 @@ def main() -> None:
         migrate(url, Settings(_env_file=None, database_url=url))
         with psycopg.connect(url) as conn:
             version = conn.execute("SHOW server_version").fetchone()
-        print(f"server: PostgreSQL {version[0] if version else '?'} (local cluster, durable: fsync on)")
+        print(f"server: PostgreSQL {version[0] if version else '?'} (durable local cluster)")
         print(f"{'step':<34}{'rows':>9}{'parse s':>9}{'write s':>9}{'total s':>9}{'rows/s':>10}")
 
         def report(label: str, rows: int, parse_s: float, write_s: float) -> None:
