@@ -35,6 +35,7 @@ log = logging.getLogger("ingest_worker")
 
 JOB_NAMES = (
     "device_sync", "live_positions", "track_list", "trips", "parking", "alarms", "mileage_rollup",
+    "housekeeping",
 )  # fmt: skip
 
 
@@ -49,6 +50,7 @@ def job_table(ingestor: Ingestor) -> dict[str, tuple[Callable[[], JobStats], int
         "parking": (ingestor.poll_parking, s.ingest_parking_interval_s),
         "alarms": (ingestor.poll_alarms, s.ingest_alarms_interval_s),
         "mileage_rollup": (ingestor.refresh_rollups, s.ingest_trips_interval_s),
+        "housekeeping": (ingestor.housekeeping, 24 * 3600),
     }
 
 

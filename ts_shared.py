@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     ingest_catchup_days: int = Field(default=90, ge=0, le=92)  # the API keeps ~3 months
     gps_filter_max_speed_kmh: float = 250.0  # implied speed above this flags a jump
     gps_filter_max_future_s: int = 24 * 3600  # fixes further in the future are dropped
+    push_inbox_retention_days: int = Field(default=30, ge=0)  # parsed deliveries; 0 = keep
+    ingestion_log_retention_days: int = Field(default=90, ge=0)  # 0 = keep
 
     # Webhook receiver
     jimi_push_token: SecretStr | None = None

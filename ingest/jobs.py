@@ -558,6 +558,33 @@ class Ingestor:
                     stats.fail("refresh v_mileage_daily_cagg", exc)
         return self._finish(stats)
 
+    # ── housekeeping ────────────────────────────────────────────────────────
+
+    def housekeeping(self, batch: int = 10_000) -> JobStats:
+        """Delete fully parsed push deliveries and old audit rows past their retention, in
+        small batches (each its own commit) so the tables stay available meanwhile."""
+        stats = JobStats("housekeeping")
+        targets = (
+            ("push_inbox", self.settings.push_inbox_retention_days,
+             "DELETE FROM tracksolid.push_inbox WHERE inbox_id IN (SELECT inbox_id"
+             " FROM tracksolid.push_inbox WHERE status = 'parsed'"
+             " AND received_at < now() - make_interval(days => %s) LIMIT %s)"),
+            ("ingestion_log", self.settings.ingestion_log_retention_days,
+             "DELETE FROM tracksolid.ingestion_log WHERE log_id IN (SELECT log_id"
+             " FROM tracksolid.ingestion_log"
+             " WHERE logged_at < now() - make_interval(days => %s) LIMIT %s)"),
+        )  # fmt: skip
+        for table, days, query in targets:
+            if days <= 0:
+                continue
+            while not self._stopping(stats):
+                with self.pool.connection() as conn:
+                    deleted = conn.execute(query, (days, batch)).rowcount
+                stats.updated[f"{table}_deleted"] += deleted
+                if deleted < batch:
+                    break
+        return self._finish(stats)
+
     # ── catch-up ────────────────────────────────────────────────────────────
 
     def catchup(self) -> list[JobStats]:

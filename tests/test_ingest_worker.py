@@ -410,3 +410,30 @@ def test_jobs_do_not_overlap_themselves(
     fleet = sim.fleet
     expected = sum(len(fleet.track(d.imei, T - DAY, T)) for d in fleet.devices())
     assert counts(pool)["position_history"] == expected
+
+
+def test_housekeeping_deletes_only_what_retention_allows(db_url: str, pool: ConnectionPool) -> None:
+    settings = test_settings(db_url, push_inbox_retention_days=30, ingestion_log_retention_days=90)
+    ingestor = Ingestor(settings, pool, JimiClient(settings, pool))
+    with pool.connection() as conn:
+        conn.execute(
+            "INSERT INTO tracksolid.push_inbox (received_at, path, status)"
+            " SELECT now() - make_interval(days => d) + interval '12 hours', '/pushgps', s"
+            " FROM generate_series(1, 60) AS d, unnest(ARRAY['parsed', 'partial']) AS s"
+        )
+        conn.execute(
+            "INSERT INTO tracksolid.ingestion_log (logged_at, source, method, ok)"
+            " SELECT now() - make_interval(days => d) + interval '12 hours', 'api', 'x', true"
+            " FROM generate_series(1, 120) AS d"
+        )
+    stats = ingestor.housekeeping(batch=7)  # several batches
+    assert stats.updated["push_inbox_deleted"] == 30  # parsed, older than 30 days
+    assert stats.updated["ingestion_log_deleted"] == 30  # older than 90 days
+    with pool.connection() as conn:
+        grouped = "SELECT status, count(*) FROM tracksolid.push_inbox GROUP BY status"
+        left: dict[str, int] = dict(conn.execute(grouped).fetchall())
+        oldest_log = conn.execute(
+            "SELECT max(now() - logged_at) < interval '91 days' FROM tracksolid.ingestion_log"
+            " WHERE source = 'api'").fetchone()  # fmt: skip
+    assert left == {"parsed": 30, "partial": 60}, "deliveries with failures are kept"
+    assert oldest_log == (True,)
