@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         registry = work / "registry.csv"
         write_registry(registry, args.devices)
         subprocess.run([py, "ingest_worker.py", "import-devices", str(registry), "--apply"],
-                       cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+                       cwd=ROOT, env={**env, "LOG_LEVEL": "WARNING"}, check=True,
+                       stdout=subprocess.DEVNULL)  # fmt: skip
         start("webhook_receiver", [py, "-m", "uvicorn", "webhook_receiver:app", "--host",
                                    "127.0.0.1", "--port", str(ports["webhook"])])  # fmt: skip
         start("ingest_worker", [py, "ingest_worker.py"])
