@@ -183,7 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     pool = make_pool(
         settings.dsn(), min_size=settings.db_pool_min_size,
-        max_size=max(settings.db_pool_max_size, 6), name="ingest_worker",
+        max_size=max(settings.db_pool_max_size, 4 + 2 * settings.ingest_api_concurrency),
+        name="ingest_worker",
     )  # fmt: skip
     stop = threading.Event()
     install_signal_handlers(stop)

@@ -91,6 +91,7 @@ class Settings(BaseSettings):
     ingest_parking_interval_s: int = 1800
     ingest_alarms_interval_s: int = 120
     ingest_catchup_days: int = Field(default=90, ge=0, le=92)  # the API keeps ~3 months
+    ingest_api_concurrency: int = Field(default=4, ge=1, le=32)  # per-device calls in flight
     gps_filter_max_speed_kmh: float = 250.0  # implied speed above this flags a jump
     gps_filter_max_future_s: int = 24 * 3600  # fixes further in the future are dropped
     push_inbox_retention_days: int = Field(default=30, ge=0)  # parsed deliveries; 0 = keep

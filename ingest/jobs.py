@@ -16,6 +16,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -111,6 +112,17 @@ class JobStats:
     def ok(self) -> bool:
         """True when nothing failed."""
         return self.failures == 0
+
+    def merge(self, part: JobStats) -> None:
+        """Add the counts of a part of this run (done in another thread)."""
+        self.calls += part.calls
+        self.failures += part.failures
+        self.inserted.update(part.inserted)
+        self.updated.update(part.updated)
+        self.drops.update(part.drops)
+        self.flagged += part.flagged
+        self.errors.extend(part.errors[: max(0, 20 - len(self.errors))])
+        self.interrupted |= part.interrupted
 
 
 class Ingestor:
@@ -232,23 +244,15 @@ class Ingestor:
             if isinstance(reply, JimiError):
                 stats.fail(f"device list of {target}", reply)
                 continue
-            devices = []
+            items = []
             for item in reply.items():
-                if self._stopping(stats):
-                    break
-                imei = clean(item.get("imei"))
-                if not imei:
+                if clean(item.get("imei")):
+                    items.append(item)
+                else:
                     stats.drops["missing_imei"] += 1
-                    continue
-                detail: dict[str, Any] | None = None
-                try:
-                    stats.calls += 1
-                    got = self.client.call(
-                        "jimi.track.device.detail", {"imei": imei}, target=target
-                    )
-                    detail = got.result if isinstance(got.result, dict) else None
-                except JimiError as exc:
-                    stats.fail(f"detail of {imei}", exc)  # keep the list data anyway
+            devices = []
+            for item, detail, part in self._parallel(self._detail_of, items, target):
+                stats.merge(part)
                 row = parse_device(item, detail, target)
                 row["raw"] = {"list": item, "detail": detail}
                 devices.append(row)
@@ -259,6 +263,35 @@ class Ingestor:
             if stats.interrupted:
                 break
         return self._finish(stats)
+
+    def _detail_of(
+        self, item: dict[str, Any], target: str
+    ) -> tuple[dict[str, Any], dict[str, Any] | None, JobStats]:
+        part = JobStats("device_sync")
+        imei = str(clean(item.get("imei")))
+        detail: dict[str, Any] | None = None
+        if self._stopping(part):
+            return item, None, part
+        part.calls += 1
+        try:
+            got = self.client.call("jimi.track.device.detail", {"imei": imei}, target=target)
+            detail = got.result if isinstance(got.result, dict) else None
+        except JimiError as exc:
+            part.fail(f"detail of {imei}", exc)  # keep the list data anyway
+        return item, detail, part
+
+    def _parallel(
+        self, func: Callable[[Any, Any], tuple[Any, Any, JobStats]], items: list[Any], arg: Any
+    ) -> Iterator[tuple[Any, Any, JobStats]]:
+        """Run per-device work on INGEST_API_CONCURRENCY threads, results in input order.
+        Each call returns its own JobStats part, merged by the caller in this thread."""
+        workers = max(1, self.settings.ingest_api_concurrency)
+        if workers == 1 or len(items) < 2:
+            for item in items:
+                yield func(item, arg)
+            return
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="jimi") as pool:
+            yield from pool.map(lambda item: func(item, arg), items)
 
     # ── live positions ──────────────────────────────────────────────────────
 
@@ -338,34 +371,44 @@ class Ingestor:
         imeis = [imei for imei, _ in devices]
         starts = self._starts("track_list", imeis, timedelta(minutes=30), catchup)
         end = self.now()
-        for imei in imeis:
-            for begin, until in _windows(starts[imei], end, TRACK_CHUNK):
-                if self._stopping(stats):
-                    return self._finish(stats)
-                stats.calls += 1
-                try:
-                    reply = self.client.call(
-                        "jimi.device.track.list",
-                        {"imei": imei, "begin_time": fmt_api_time(begin),
-                         "end_time": fmt_api_time(until)},
-                        target=imei,
-                    )  # fmt: skip
-                except JimiError as exc:
-                    stats.fail(f"track of {imei} {begin:%Y-%m-%d %H:%M}", exc)
-                    break  # keep the watermark; the next run retries from here
-                rows: list[PositionRow] = []
-                for item in reply.items():
-                    try:
-                        rows.append(parse_track_point(item, imei))
-                    except ParseError as exc:
-                        stats.drops[exc.reason] += 1
-                rows = filter_rows(rows, self.now(), self.rules, stats.drops)
-                with self.pool.connection() as conn, conn.transaction():
-                    inserted, flagged = writers.write_positions(conn, rows, self.rules)
-                    writers.set_watermarks(conn, "track_list", [imei], until)
-                stats.inserted["position_history"] += inserted
-                stats.flagged += flagged
+        work = [(imei, starts[imei]) for imei in imeis]
+        for _, _, part in self._parallel(self._track_device, work, end):
+            stats.merge(part)
         return self._finish(stats)
+
+    def _track_device(
+        self, work: tuple[str, datetime], end: datetime
+    ) -> tuple[str, None, JobStats]:
+        """One device's track windows, oldest first; each window commits with its watermark."""
+        imei, start = work
+        part = JobStats("track_list")
+        for begin, until in _windows(start, end, TRACK_CHUNK):
+            if self._stopping(part):
+                break
+            part.calls += 1
+            try:
+                reply = self.client.call(
+                    "jimi.device.track.list",
+                    {"imei": imei, "begin_time": fmt_api_time(begin),
+                     "end_time": fmt_api_time(until)},
+                    target=imei,
+                )  # fmt: skip
+            except JimiError as exc:
+                part.fail(f"track of {imei} {begin:%Y-%m-%d %H:%M}", exc)
+                break  # keep the watermark; the next run retries from here
+            rows: list[PositionRow] = []
+            for item in reply.items():
+                try:
+                    rows.append(parse_track_point(item, imei))
+                except ParseError as exc:
+                    part.drops[exc.reason] += 1
+            rows = filter_rows(rows, self.now(), self.rules, part.drops)
+            with self.pool.connection() as conn, conn.transaction():
+                inserted, flagged = writers.write_positions(conn, rows, self.rules)
+                writers.set_watermarks(conn, "track_list", [imei], until)
+            part.inserted["position_history"] += inserted
+            part.flagged += flagged
+        return imei, None, part
 
     # ── trips / mileage (FIX-M11/M16) ──────────────────────────────────────
 
