@@ -22,8 +22,8 @@ import resource
 import subprocess
 import sys
 import time
-from dataclasses import astuple
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,7 @@ def bench_write_path(url: str, n: int) -> dict[str, float]:
         conn.execute("CREATE TABLE bench_raw (LIKE tracksolid.position_history INCLUDING ALL)")
         conn.commit()
         # Raw COPY of the same rows (the ceiling: no conflict handling, no flags).
+        values = attrgetter(*POSITION_COLUMNS)
         t0 = time.perf_counter()
         for start in range(0, n, 10_000):
             with (
@@ -86,7 +87,7 @@ def bench_write_path(url: str, n: int) -> dict[str, float]:
             ):
                 copy.set_types(list(POSITION_TYPES))
                 for row in rows[start : start + 10_000]:
-                    copy.write_row(astuple(row))
+                    copy.write_row(values(row))
             conn.commit()
         raw_s = time.perf_counter() - t0
         # The worker's writer.
@@ -145,8 +146,22 @@ def sweep_child(url: str, api_url: str, naive: bool) -> None:
         stats = ingestor.poll_live()
         rows = stats.inserted["position_history"]
     wall = time.perf_counter() - t0
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"wall_s": wall, "rows": rows, "peak_rss_mb": rss_mb}))
+    result: dict[str, float] = {"wall_s": wall, "rows": rows}
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if not naive:
+        # The 30-minute track-list sweep over every device that moved (one call per device,
+        # INGEST_API_CONCURRENCY in flight). Devices are registered as a device sync would.
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("INSERT INTO tracksolid.devices (imei, account)"
+                         " SELECT imei, account FROM tracksolid.live_positions")  # fmt: skip
+        t1 = time.perf_counter()
+        track = ingestor.poll_track()
+        result["track_wall_s"] = time.perf_counter() - t1
+        result["track_calls"] = track.calls
+        result["track_rows"] = track.inserted["position_history"]
+        result["concurrency"] = settings.ingest_api_concurrency
+        result["track_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
     pool.close()
 
 
@@ -207,6 +222,15 @@ def main() -> None:
             r = s[name]
             print(f"  {name:<7} wall {r['wall_s']:6.2f} s   rows {r['rows']:>6}"
                   f"   peak RSS {r['peak_rss_mb']:6.1f} MB")  # fmt: skip
+        w = s["worker"]
+        print(
+            f"track-list sweep (last 30 min, every device that moved, "
+            f"{w['concurrency']:.0f} calls in flight):"
+        )
+        print(
+            f"  worker  wall {w['track_wall_s']:6.2f} s   calls {w['track_calls']:>6.0f}"
+            f"   rows {w['track_rows']:>7.0f}   peak RSS {w['track_peak_rss_mb']:6.1f} MB"
+        )
         print(f"  cpu count {os.cpu_count()}")
 
 

@@ -11,8 +11,8 @@ job's watermark together.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import astuple
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 import psycopg
@@ -41,6 +41,9 @@ POSITION_TYPES = (
     "text", "timestamptz", "float8", "float8", "float4", "int2", "bool", "text", "int2",
     "int2", "float4", "float8", "text", "text", "float4",
 )  # fmt: skip
+
+_position_values = attrgetter(*POSITION_COLUMNS)
+_imei_time = attrgetter("imei", "gps_time")
 
 LIVE_COLUMNS = (
     "imei", "gps_time", "lat", "lng", "speed_kmh", "direction_deg", "acc_on", "online",
@@ -73,9 +76,12 @@ def _copy(
     columns: Sequence[str],
     types: Sequence[str],
     rows: Sequence[Sequence[Any]],
+    *,
+    schema: str | None = None,
 ) -> None:
+    target = sql.Identifier(schema, table) if schema else sql.Identifier(table)
     query = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+        target, sql.SQL(", ").join(map(sql.Identifier, columns))
     )
     with conn.cursor() as cur, cur.copy(query) as copy:
         copy.set_types(list(types))
@@ -83,53 +89,84 @@ def _copy(
             copy.write_row(row)
 
 
-def previous_fixes(
+def stored_context(
     conn: Conn, firsts: dict[str, datetime]
-) -> dict[str, tuple[datetime, float, float]]:
-    """Per IMEI, the last stored plausible fix before the given time (for jump detection)."""
+) -> tuple[dict[str, tuple[datetime, float, float]], dict[str, datetime]]:
+    """Per IMEI: the last stored plausible fix before the given time (for jump detection),
+    and the newest stored fix time (rows after it cannot conflict). Two index probes each."""
     if not firsts:
-        return {}
+        return {}, {}
     rows = conn.execute(
         """
-        SELECT b.imei, p.gps_time, p.lat, p.lng
+        SELECT b.imei, p.gps_time, p.lat, p.lng, m.gps_time
         FROM unnest(%s::text[], %s::timestamptz[]) AS b(imei, t)
-        CROSS JOIN LATERAL (
+        LEFT JOIN LATERAL (
             SELECT gps_time, lat, lng FROM tracksolid.position_history p
             WHERE p.imei = b.imei AND p.gps_time < b.t AND p.quality_flag IS NULL
             ORDER BY p.gps_time DESC LIMIT 1
-        ) p
+        ) p ON true
+        LEFT JOIN LATERAL (
+            SELECT gps_time FROM tracksolid.position_history m
+            WHERE m.imei = b.imei ORDER BY m.gps_time DESC LIMIT 1
+        ) m ON true
         """,
         (list(firsts), list(firsts.values())),
     ).fetchall()
-    return {r[0]: (r[1], r[2], r[3]) for r in rows}
+    previous = {r[0]: (r[1], r[2], r[3]) for r in rows if r[1] is not None}
+    newest = {r[0]: r[4] for r in rows if r[4] is not None}
+    return previous, newest
 
 
 def write_positions(conn: Conn, rows: list[PositionRow], rules: QualityRules) -> tuple[int, int]:
     """Insert fixes into `position_history` (existing (imei, gps_time) are left alone).
 
-    Flags implausible jumps first. Returns (rows inserted, rows flagged).
+    Flags implausible jumps first. Fixes newer than everything stored for their device (the
+    usual case) are binary-COPYed straight into the table inside a savepoint; the others (and
+    all of them, should a concurrent writer make that COPY conflict) go through a temp table
+    and `INSERT ... ON CONFLICT DO NOTHING`. Returns (rows inserted, rows flagged).
     """
     if not rows:
         return 0, 0
-    rows.sort(key=lambda r: (r.imei, r.gps_time))
+    rows.sort(key=_imei_time)
     unique: list[PositionRow] = []
-    for row in rows:  # one fix per (imei, gps_time) inside the batch
-        if not unique or (unique[-1].imei, unique[-1].gps_time) != (row.imei, row.gps_time):
-            unique.append(row)
     firsts: dict[str, datetime] = {}
+    last_key: tuple[str, datetime] | None = None
+    for row in rows:  # one fix per (imei, gps_time) inside the batch
+        key = (row.imei, row.gps_time)
+        if key != last_key:
+            unique.append(row)
+            firsts.setdefault(row.imei, row.gps_time)
+            last_key = key
+    previous, newest = stored_context(conn, firsts)
+    flagged = flag_jumps(unique, previous, rules)
+    surely_new: list[PositionRow] = []
+    maybe_stored: list[PositionRow] = []
     for row in unique:
-        firsts.setdefault(row.imei, row.gps_time)
-    flagged = flag_jumps(unique, previous_fixes(conn, firsts), rules)
-    _stage(conn, "_stage_positions", POSITION_COLUMNS, POSITION_TYPES)
-    _copy(conn, "_stage_positions", POSITION_COLUMNS, POSITION_TYPES, [astuple(r) for r in unique])
-    cols = sql.SQL(", ").join(map(sql.Identifier, POSITION_COLUMNS))
-    cur = conn.execute(
-        sql.SQL(
-            "INSERT INTO tracksolid.position_history ({cols}) SELECT {cols} FROM _stage_positions"
-            " ON CONFLICT (imei, gps_time) DO NOTHING"
-        ).format(cols=cols)
-    )
-    return cur.rowcount, flagged
+        latest = newest.get(row.imei)
+        (surely_new if latest is None or row.gps_time > latest else maybe_stored).append(row)
+    inserted = 0
+    if surely_new:
+        try:
+            with conn.transaction():  # a savepoint inside the caller's transaction
+                _copy(conn, "position_history", POSITION_COLUMNS, POSITION_TYPES,
+                      list(map(_position_values, surely_new)), schema="tracksolid")  # fmt: skip
+            inserted += len(surely_new)
+        except psycopg.errors.UniqueViolation:
+            maybe_stored = unique  # someone wrote some of them meanwhile: take the safe path
+            inserted = 0
+    if maybe_stored:
+        _stage(conn, "_stage_positions", POSITION_COLUMNS, POSITION_TYPES)
+        _copy(conn, "_stage_positions", POSITION_COLUMNS, POSITION_TYPES,
+              list(map(_position_values, maybe_stored)))  # fmt: skip
+        cols = sql.SQL(", ").join(map(sql.Identifier, POSITION_COLUMNS))
+        cur = conn.execute(
+            sql.SQL(
+                "INSERT INTO tracksolid.position_history ({cols})"
+                " SELECT {cols} FROM _stage_positions ON CONFLICT (imei, gps_time) DO NOTHING"
+            ).format(cols=cols)
+        )
+        inserted += cur.rowcount
+    return inserted, flagged
 
 
 def upsert_live(conn: Conn, rows: list[LiveRow]) -> int:
@@ -280,7 +317,8 @@ def insert_obd(conn: Conn, rows: list[ObdRow]) -> int:
         "remaining_fuel_pct", "coolant_temp_c", "battery_voltage_v", "rpm", "speed_kmh", "vin",
         "source", "raw",
     )  # fmt: skip
-    data = [(*astuple(r)[:-1], Jsonb(r.raw)) for r in rows]
+    values = attrgetter(*columns[:-1])
+    data = [(*values(r), Jsonb(r.raw)) for r in rows]
     return _upsert(conn, "tracksolid.obd_readings", columns, ("imei", "reading_time"), data)[0]
 
 

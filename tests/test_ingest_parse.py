@@ -242,3 +242,20 @@ def test_registry_import_dry_run_then_apply_and_api_nulls_never_erase(
         ).fetchone()
     assert row == ("KDA 123B", "Jane Wanjiku", "Nairobi-North", "Nairobi", "Pickup", "fireside",
                    "KDA123B")  # fmt: skip
+
+
+def test_writer_falls_back_when_a_direct_copy_would_conflict(
+    pool: ConnectionPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A concurrent writer (e.g. a push) stores a fix between the check and the COPY: the batch
+    then goes through ON CONFLICT, nothing is lost or doubled."""
+    with pool.connection() as conn:
+        assert writers.write_positions(conn, [fix(-1.2921, 36.8219, NOW)], RULES) == (1, 0)
+    monkeypatch.setattr(writers, "stored_context", lambda conn, firsts: ({}, {}))
+    with pool.connection() as conn:
+        got = writers.write_positions(
+            conn, [fix(-1.2921, 36.8219, NOW), fix(-1.2922, 36.8220, NOW + timedelta(seconds=30))],
+            RULES,
+        )  # fmt: skip
+        count = conn.execute("SELECT count(*) FROM tracksolid.position_history").fetchone()
+    assert got == (1, 0) and count == (2,)
