@@ -1,6 +1,6 @@
 """JIMI push receiver: `uvicorn webhook_receiver:app` (or `python webhook_receiver.py`).
 
-Accepts both push families of `../shared/docs/jimi-open-api.md` §4 and never loses a delivery
+Accepts both push families of `docs/jimi-open-api.md` §4 and never loses a delivery
 it acknowledged:
 - IoT-hub paths (`/pushgps`, `/pushhb`, `/pushalarm`, ... `/pushIothubEvent`): form fields
   `token` + `data_list` (JSON array); reply `{"code":0,"msg":"success"}`;

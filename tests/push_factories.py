@@ -1,6 +1,6 @@
 """Realistic JIMI push items and deliveries for the webhook tests and the benchmark.
 
-Shapes follow ../shared/docs/jimi-open-api.md §4 and the simulator's push sender: numbers as
+Shapes follow docs/jimi-open-api.md §4 and the simulator's push sender: numbers as
 strings, `yyyy-MM-dd HH:mm:ss` UTC times, `deviceImei` on IoT-hub items (`imei` on alarms).
 """
 

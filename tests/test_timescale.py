@@ -1,11 +1,12 @@
 """TimescaleDB smoke test: the TimescaleDB-only migrations on a real TimescaleDB (WASM build).
 
-`../shared/tools/timescale-wasm` serves PostgreSQL 17 + TimescaleDB over the wire protocol
-(no PostGIS, one connection at a time). `make test` installs its node packages into
-`.cache/timescale-wasm`; this test fails (never skips) with a clear message if they are missing.
-The core + TimescaleDB files are applied with the real runner, then we check the hypertables,
-the continuous aggregate, compression settings and the policies, and that the idempotent
-writes the ingest worker relies on work against a hypertable.
+`tests/timescale_wasm` (a copy of the workplace tool shared/tools/timescale-wasm) serves
+PostgreSQL 17 + TimescaleDB over the wire protocol (no PostGIS, one connection at a time).
+`make test` installs its node packages into `.cache/timescale-wasm`; this test fails (never
+skips) with a clear message if they are missing. The core + TimescaleDB files are applied with
+the real runner, then we check the hypertables, the continuous aggregate, compression settings
+and the policies, and that the idempotent writes the ingest worker relies on work against a
+hypertable.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Nothing here does I/O. Each `parse_*` takes one decoded item (a dict) and return
 it maps to, or raises `ItemError` with a human reason; `parse_delivery` applies the right one
 to every item of a delivery, so one bad item never stops the others.
 
-Field names follow `../shared/docs/jimi-open-api.md` §4 (IoT-hub paths, Open-API push) and the
+Field names follow `docs/jimi-open-api.md` §4 (IoT-hub paths, Open-API push) and the
 simulator's push shapes; for the unpublished payloads (`/pushobd` aside) the parsers accept
 the likely spellings and keep the whole item in `raw`, so nothing is lost when we guess wrong.
 """
