@@ -72,23 +72,27 @@ def guarded(name: str, func: Callable[[], Any], ingestor: Ingestor) -> Callable[
 
 
 def run_forever(ingestor: Ingestor) -> int:
-    """Device sync, then the schedule; catch-up runs at start beside the live sweep."""
+    """The schedule. At start, the live sweep begins at once while a `startup` job does the
+    device sync and then the catch-up; the windowed jobs start a minute later (their work
+    overlaps the catch-up harmlessly: writes are idempotent, watermarks only move forward)."""
     jobs = job_table(ingestor)
     scheduler = BackgroundScheduler(
         executors={"default": ThreadPoolExecutor(max_workers=4)},
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 120},
         timezone="UTC",
     )
-    guarded("device_sync", ingestor.sync_devices, ingestor)()
+
+    def startup() -> None:
+        ingestor.sync_devices()
+        ingestor.catchup()
+
     now = utcnow()
     for name, (func, interval) in jobs.items():
-        first = now + timedelta(seconds=interval if name == "device_sync" else 0)
-        if name in ("track_list", "trips", "parking", "alarms"):
-            first = now + timedelta(seconds=min(interval, 60))  # after the catch-up started
-        scheduler.add_job(guarded(name, func, ingestor), "interval", seconds=interval,
-                          id=name, name=name, next_run_time=first)  # fmt: skip
-    scheduler.add_job(guarded("catchup", ingestor.catchup, ingestor), id="catchup",
-                      name="catchup", next_run_time=now)  # fmt: skip
+        delay = {"live_positions": 0, "device_sync": interval}.get(name, min(interval, 60))
+        scheduler.add_job(guarded(name, func, ingestor), "interval", seconds=interval, id=name,
+                          name=name, next_run_time=now + timedelta(seconds=delay))  # fmt: skip
+    scheduler.add_job(guarded("startup", startup, ingestor), id="startup", name="startup",
+                      next_run_time=now)  # fmt: skip
     scheduler.start()
     log.info("scheduler started: %s", ", ".join(f"{n} every {i}s" for n, (_, i) in jobs.items()))
     ingestor.stop.wait()
