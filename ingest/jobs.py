@@ -44,6 +44,7 @@ from ts_shared import (
     IMEI_BATCH,
     JimiClient,
     JimiError,
+    JimiFatalError,
     Settings,
     batched,
     clean,
@@ -460,7 +461,10 @@ class Ingestor:
         stats = JobStats("parking_catchup" if catchup else "parking")
         by_account: dict[str, list[str]] = defaultdict(list)
         for imei, account in self._devices():
-            by_account[account or self.settings.tracksolid_user_id].append(imei)
+            if account:
+                by_account[account].append(imei)
+            else:  # not listed by any target yet (CSV / push only): no account to ask
+                stats.drops["parking_no_account"] += 1
         for acc_type, job in (("off", "parking_off"), ("on", "parking_on")):
             for account, imeis in sorted(by_account.items()):
                 fetch = self._parking_fetcher(account, acc_type)
@@ -567,17 +571,43 @@ class Ingestor:
         ordered = sorted(imeis, key=lambda i: starts[i])
         for batch in batched(ordered, IMEI_BATCH):
             begin = min(starts[i] for i in batch)
-            for window_begin, until in _windows(begin, end, chunk):
-                if self._stopping(stats):
-                    return
-                try:
-                    write = fetch(batch, window_begin, until, stats)
-                except JimiError as exc:
-                    stats.fail(f"{job} of {len(batch)} devices {window_begin:%Y-%m-%d %H:%M}", exc)
-                    break
-                with self.pool.connection() as conn, conn.transaction():
-                    write(conn)
-                    writers.set_watermarks(conn, job, batch, until)
+            self._walk(stats, job, batch, begin, end, chunk, fetch)
+            if stats.interrupted:
+                return
+
+    def _walk(
+        self,
+        stats: JobStats,
+        job: str,
+        batch: list[str],
+        begin: datetime,
+        end: datetime,
+        chunk: timedelta,
+        fetch: Callable[[list[str], datetime, datetime, JobStats], Callable[[Any], None]],
+    ) -> None:
+        """Walk one batch's windows. If the API refuses a multi-device call for good (e.g.
+        1002 for one IMEI it does not know), retry the devices one by one from that window,
+        so one bad device never holds back the other 49."""
+        for window_begin, until in _windows(begin, end, chunk):
+            if self._stopping(stats):
+                return
+            who = batch[0] if len(batch) == 1 else f"{len(batch)} devices"
+            where = f"{job} of {who} {window_begin:%Y-%m-%d %H:%M}"
+            try:
+                write = fetch(batch, window_begin, until, stats)
+            except JimiFatalError as exc:
+                stats.fail(where, exc)
+                if len(batch) > 1:
+                    log.info("%s: refused (%s); retrying the devices one by one", job, exc)
+                    for imei in batch:
+                        self._walk(stats, job, [imei], window_begin, end, chunk, fetch)
+                return  # keep the watermark; the next run retries from here
+            except JimiError as exc:
+                stats.fail(where, exc)
+                return
+            with self.pool.connection() as conn, conn.transaction():
+                write(conn)
+                writers.set_watermarks(conn, job, batch, until)
 
     # ── daily roll-up (plain PostgreSQL only) ───────────────────────────────
 

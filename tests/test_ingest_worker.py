@@ -437,3 +437,38 @@ def test_housekeeping_deletes_only_what_retention_allows(db_url: str, pool: Conn
             " WHERE source = 'api'").fetchone()  # fmt: skip
     assert left == {"parsed": 30, "partial": 60}, "deliveries with failures are kept"
     assert oldest_log == (True,)
+
+
+def test_one_unknown_device_does_not_hold_back_its_batch(
+    db_url: str, pool: ConnectionPool, sim: SimServer, clock: Clock
+) -> None:
+    """The API answers 1002 for a whole 50-IMEI call when one IMEI is not the account's: the
+    worker retries that batch device by device, stores everyone else, records the one failure."""
+    ingestor = make_ingestor(worker_settings(db_url, sim), pool, clock)
+    ingestor.sync_devices()
+    ghost = "862798000000000"  # registered by push / CSV, unknown to the API
+    with pool.connection() as conn:
+        conn.execute("INSERT INTO tracksolid.devices (imei, account, source)"
+                     " VALUES (%s, 'fireside', 'push')", (ghost,))  # fmt: skip
+    stats = ingestor.poll_trips(catchup=True)
+    fleet = sim.fleet
+    with pool.connection() as conn:
+        for dev in fleet.devices():
+            stored = [r[0] for r in conn.execute(
+                "SELECT start_time FROM tracksolid.trips WHERE imei = %s ORDER BY 1",
+                (dev.imei,)).fetchall()]  # fmt: skip
+            assert stored == [t.start_time for t in fleet.trips(dev.imei, T - DAY, T)]
+        marks = writers_marks(conn)
+    assert ghost not in marks and all(d.imei in marks for d in fleet.devices())
+    assert any(ghost in e for e in stats.errors) and stats.failures >= 2
+    with pool.connection() as conn:
+        refused = conn.execute(
+            "SELECT count(*) FROM tracksolid.ingestion_log WHERE method ="
+            " 'jimi.device.track.mileage' AND result_code = 1002").fetchone()  # fmt: skip
+    assert refused is not None and refused[0] >= 2  # the batch call and the ghost's own
+
+
+def writers_marks(conn: Any) -> set[str]:
+    rows = conn.execute(
+        "SELECT imei FROM tracksolid.ingest_watermarks WHERE job = 'trips'").fetchall()  # fmt: skip
+    return {r[0] for r in rows}
