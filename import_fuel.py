@@ -68,6 +68,7 @@ from fuel_import.store import (
     upsert_records,
 )
 from ts_shared import (
+    DatabaseUnavailableError,
     Settings,
     make_pool,
     make_s3_client,
@@ -392,7 +393,7 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
         setup_logging(settings.log_level)
     try:
         report = run(args, settings)
-    except (psycopg.Error, FuelImportError) as exc:
+    except (psycopg.Error, FuelImportError, DatabaseUnavailableError) as exc:
         log.error("import_fuel failed: %s", exc)
         return 1
     for failed in report.failed:

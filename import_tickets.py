@@ -31,7 +31,14 @@ from psycopg_pool import ConnectionPool
 
 from tickets_import import feed, geocode, store
 from tickets_import.parse import ParsedFile, UnreadableFileError, parse_csv_bytes
-from ts_shared import Settings, make_pool, make_s3_client, record_ingestion, setup_logging
+from ts_shared import (
+    DatabaseUnavailableError,
+    Settings,
+    make_pool,
+    make_s3_client,
+    record_ingestion,
+    setup_logging,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -505,9 +512,14 @@ def _emit(summary: RunSummary, out: TextIO | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: settings from the environment, one pool for the run."""
+    build_parser().parse_args(argv)  # --help and usage errors need no database
     settings = Settings()
     setup_logging(settings.log_level)
-    pool = make_pool(settings.dsn(), min_size=1, max_size=3, name="import_tickets")
+    try:
+        pool = make_pool(settings.dsn(), min_size=1, max_size=3, name="import_tickets")
+    except DatabaseUnavailableError as exc:
+        log.error("import_tickets: %s", exc)
+        return 1
     try:
         return run(argv, settings, pool)
     finally:

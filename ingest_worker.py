@@ -29,7 +29,15 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from ingest.jobs import Ingestor, JobStats
 from ingest.registry import import_registry
-from ts_shared import JimiClient, Settings, make_pool, record_ingestion, setup_logging, utcnow
+from ts_shared import (
+    DatabaseUnavailableError,
+    JimiClient,
+    Settings,
+    make_pool,
+    record_ingestion,
+    setup_logging,
+    utcnow,
+)
 
 log = logging.getLogger("ingest_worker")
 
@@ -141,7 +149,11 @@ def import_devices_main(argv: Sequence[str]) -> int:
     if not args.csv.exists():
         log.error("no such file: %s", args.csv)
         return 2
-    pool = make_pool(settings.dsn(), min_size=1, max_size=2, name="import-devices")
+    try:
+        pool = make_pool(settings.dsn(), min_size=1, max_size=2, name="import-devices")
+    except DatabaseUnavailableError as exc:
+        log.error("%s", exc)
+        return 1
     try:
         report = import_registry(pool, args.csv, apply=args.apply)
     finally:
@@ -185,11 +197,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             "run `make demo`, or set JIMI_SIM_URL to a running jimi_sim.py."
         )
         return 2
-    pool = make_pool(
-        settings.dsn(), min_size=settings.db_pool_min_size,
-        max_size=max(settings.db_pool_max_size, 4 + 2 * settings.ingest_api_concurrency),
-        name="ingest_worker",
-    )  # fmt: skip
+    try:
+        pool = make_pool(
+            settings.dsn(),
+            min_size=settings.db_pool_min_size,
+            max_size=max(settings.db_pool_max_size, 4 + 2 * settings.ingest_api_concurrency),
+            name="ingest_worker",
+        )
+    except DatabaseUnavailableError as exc:
+        log.error("%s", exc)
+        return 1
     stop = threading.Event()
     install_signal_handlers(stop)
     client = JimiClient(settings, pool)

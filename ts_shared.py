@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import httpx
 import psycopg
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -228,6 +228,19 @@ def setup_logging(level: str = "INFO") -> None:
 # ─────────────────────────────────────────────────────────────────────────────
 
 
+class DatabaseUnavailableError(RuntimeError):
+    """The database did not accept connections in time (message names host/port/db only)."""
+
+
+def describe_dsn(conninfo: str) -> str:
+    """`host:port/dbname` of a connection string, without user or password (for messages)."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        return "(unparsable connection string)"
+    return f"{info.get('host') or 'localhost'}:{info.get('port') or 5432}/{info.get('dbname')}"
+
+
 def make_pool(
     conninfo: str,
     *,
@@ -255,7 +268,14 @@ def make_pool(
         timeout=timeout,
         kwargs={"application_name": name},
     )
-    pool.open(wait=open_wait, timeout=timeout)
+    try:
+        pool.open(wait=open_wait, timeout=timeout)
+    except PoolTimeout as exc:
+        pool.close()
+        raise DatabaseUnavailableError(
+            f"database {describe_dsn(conninfo)} did not accept connections within {timeout:.0f} s"
+            " (is it running, and are DATABASE_URL's host, port and password right?)"
+        ) from exc
     return pool
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from ts_shared import (
+    DatabaseUnavailableError,
     Settings,
     clean,
     clean_bool,
@@ -16,6 +17,7 @@ from ts_shared import (
     clean_num,
     clean_ts,
     fmt_api_time,
+    make_pool,
     normalize_plate,
 )
 
@@ -205,3 +207,15 @@ def test_settings_repr_hides_every_secret(monkeypatch: pytest.MonkeyPatch) -> No
     for value in secrets.values():
         assert value not in shown
     assert hashlib.md5(b"user-pass-3").hexdigest() not in shown
+
+
+def test_unreachable_database_gives_a_clear_error_without_the_password() -> None:
+    from tests.pgcluster import free_port  # noqa: PLC0415
+
+    port = free_port()
+    url = f"postgresql://app:s3cret-pw@127.0.0.1:{port}/tracksolid_db"
+    with pytest.raises(DatabaseUnavailableError) as info:
+        make_pool(url, timeout=1)
+    message = str(info.value)
+    assert message.startswith(f"database 127.0.0.1:{port}/tracksolid_db did not accept")
+    assert "s3cret-pw" not in message and "app:" not in message
