@@ -67,7 +67,15 @@ from backup.retention import (
     parse_at,
     prune,
 )
-from ts_shared import Settings, make_pool, make_s3_client, record_ingestion, setup_logging, utcnow
+from ts_shared import (
+    DatabaseUnavailableError,
+    Settings,
+    make_pool,
+    make_s3_client,
+    record_ingestion,
+    setup_logging,
+    utcnow,
+)
 
 if TYPE_CHECKING:
     from boto3.s3.transfer import TransferConfig
@@ -147,7 +155,7 @@ class Auditor:
                     self._conninfo, min_size=1, max_size=1, name="db_backup", timeout=10
                 )
             record_ingestion(self._pool, source="job", method="db_backup", **values)
-        except psycopg.Error as exc:
+        except (psycopg.Error, DatabaseUnavailableError) as exc:
             log.warning(
                 "db_backup not recorded in %s: %s",
                 describe(self._conninfo),
