@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -42,6 +42,7 @@ from ingest.parse import (
 from ingest.quality import QualityRules, drop_reason, filter_rows
 from ts_shared import (
     IMEI_BATCH,
+    ApiReply,
     JimiClient,
     JimiError,
     JimiFatalError,
@@ -340,12 +341,9 @@ class Ingestor:
     def _store_live(
         self, items: list[dict[str, Any]], target: str, now: datetime, stats: JobStats
     ) -> None:
-        live: list[LiveRow] = []
-        for item in items:
-            try:
-                live.append(parse_location(item, target))
-            except ParseError as exc:
-                stats.drops[exc.reason] += 1
+        live: list[LiveRow] = _parse_each(
+            items, lambda item: parse_location(item, target), stats, ""
+        )
         kept = []
         for row in live:
             reason = drop_reason(row.position, now, self.rules)
@@ -397,12 +395,9 @@ class Ingestor:
             except JimiError as exc:
                 part.fail(f"track of {imei} {begin:%Y-%m-%d %H:%M}", exc)
                 break  # keep the watermark; the next run retries from here
-            rows: list[PositionRow] = []
-            for item in reply.items():
-                try:
-                    rows.append(parse_track_point(item, imei))
-                except ParseError as exc:
-                    part.drops[exc.reason] += 1
+            rows: list[PositionRow] = _parse_each(
+                reply.items(), lambda item: parse_track_point(item, imei), part, ""
+            )
             rows = filter_rows(rows, self.now(), self.rules, part.drops)
             with self.pool.connection() as conn, conn.transaction():
                 inserted, flagged = writers.write_positions(conn, rows, self.rules)
@@ -426,26 +421,12 @@ class Ingestor:
     def _fetch_trips(
         self, batch: list[str], begin: datetime, until: datetime, stats: JobStats
     ) -> Callable[[Any], None]:
-        rows: list[TripRow] = []
-        start_row = 0
-        while True:
-            stats.calls += 1
-            reply = self.client.call(
-                "jimi.device.track.mileage",
-                {"imeis": ",".join(batch), "begin_time": fmt_api_time(begin),
-                 "end_time": fmt_api_time(until), "start_row": start_row, "page_size": PAGE_SIZE},
-            )  # fmt: skip
-            result = reply.result if isinstance(reply.result, list) else []
-            for item in result:
-                if not isinstance(item, dict):
-                    continue
-                try:
-                    rows.append(parse_mileage_trip(item))
-                except ParseError as exc:
-                    stats.drops[f"trip_{exc.reason}"] += 1
-            if len(result) < PAGE_SIZE:
-                break
-            start_row += PAGE_SIZE
+        params = {"imeis": ",".join(batch), "begin_time": fmt_api_time(begin),
+                  "end_time": fmt_api_time(until)}  # fmt: skip
+        # `result` holds the trips; `data` holds per-device totals, which are not trips.
+        pages = self._paged("jimi.device.track.mileage", params, stats, by_row=True,
+                            select=_result_list)  # fmt: skip
+        rows: list[TripRow] = _parse_each(pages, parse_mileage_trip, stats, "trip_")
 
         def write(conn: Any) -> None:
             inserted, updated = writers.upsert_trips(conn, rows)
@@ -481,26 +462,14 @@ class Ingestor:
         def fetch(
             batch: list[str], begin: datetime, until: datetime, stats: JobStats
         ) -> Callable[[Any], None]:
-            rows: list[StopRow] = []
-            start_row = 0
-            while True:
-                stats.calls += 1
-                reply = self.client.call(
-                    "jimi.open.platform.report.parking",
-                    {"account": account, "imeis": ",".join(batch),
-                     "start_time": fmt_api_time(begin), "end_time": fmt_api_time(until),
-                     "start_row": start_row, "page_size": PAGE_SIZE, "acc_type": acc_type},
-                    target=account,
-                )  # fmt: skip
-                page = reply.items()
-                for item in page:
-                    try:
-                        rows.append(parse_stop(item, acc_type == "on", account))
-                    except ParseError as exc:
-                        stats.drops[f"stop_{exc.reason}"] += 1
-                if len(page) < PAGE_SIZE:
-                    break
-                start_row += PAGE_SIZE
+            params = {"account": account, "imeis": ",".join(batch),
+                      "start_time": fmt_api_time(begin), "end_time": fmt_api_time(until),
+                      "acc_type": acc_type}  # fmt: skip
+            pages = self._paged("jimi.open.platform.report.parking", params, stats,
+                                by_row=True, target=account)  # fmt: skip
+            rows: list[StopRow] = _parse_each(
+                pages, lambda item: parse_stop(item, acc_type == "on", account), stats, "stop_"
+            )
 
             def write(conn: Any) -> None:
                 inserted, updated = writers.upsert_stops(conn, rows)
@@ -526,29 +495,40 @@ class Ingestor:
     def _fetch_alarms(
         self, batch: list[str], begin: datetime, until: datetime, stats: JobStats
     ) -> Callable[[Any], None]:
-        rows: list[AlarmRow] = []
-        page_no = 1
-        while True:
-            stats.calls += 1
-            reply = self.client.call(
-                "jimi.device.alarm.list",
-                {"imeis": ",".join(batch), "begin_time": fmt_api_time(begin),
-                 "end_time": fmt_api_time(until), "page_no": page_no, "page_size": PAGE_SIZE},
-            )  # fmt: skip
-            page = reply.items()
-            for item in page:
-                try:
-                    rows.append(parse_alarm(item))
-                except ParseError as exc:
-                    stats.drops[f"alarm_{exc.reason}"] += 1
-            if len(page) < PAGE_SIZE:
-                break
-            page_no += 1
+        params = {"imeis": ",".join(batch), "begin_time": fmt_api_time(begin),
+                  "end_time": fmt_api_time(until)}  # fmt: skip
+        pages = self._paged("jimi.device.alarm.list", params, stats, by_row=False)
+        rows: list[AlarmRow] = _parse_each(pages, parse_alarm, stats, "alarm_")
 
         def write(conn: Any) -> None:
             stats.inserted["alarms"] += writers.insert_alarms(conn, rows)
 
         return write
+
+    # ── shared helpers ──────────────────────────────────────────────────────
+
+    def _paged(
+        self,
+        method: str,
+        params: dict[str, Any],
+        stats: JobStats,
+        *,
+        by_row: bool,
+        target: str | None = None,
+        select: Callable[[ApiReply], list[dict[str, Any]]] = ApiReply.items,
+    ) -> Iterator[dict[str, Any]]:
+        """Every item of a paged method, page after page until a short page. Paging is
+        `start_row` (from 0, step PAGE_SIZE) when `by_row`, else `page_no` (from 1, step 1).
+        A JimiError of any page propagates to the caller (the window is then retried)."""
+        cursor = 0 if by_row else 1
+        while True:
+            stats.calls += 1
+            paging = {"start_row" if by_row else "page_no": cursor, "page_size": PAGE_SIZE}
+            page = select(self.client.call(method, {**params, **paging}, target=target))
+            yield from page
+            if len(page) < PAGE_SIZE:
+                return
+            cursor += PAGE_SIZE if by_row else 1
 
     # ── shared window walker ────────────────────────────────────────────────
 
@@ -669,6 +649,28 @@ class Ingestor:
                 break
             results.append(run(catchup=True))
         return results
+
+
+def _result_list(reply: ApiReply) -> list[dict[str, Any]]:
+    """The `result` list only (for methods whose `data` holds something else)."""
+    result = reply.result if isinstance(reply.result, list) else []
+    return [item for item in result if isinstance(item, dict)]
+
+
+def _parse_each[R](
+    items: Iterable[dict[str, Any]],
+    parse: Callable[[dict[str, Any]], R],
+    stats: JobStats,
+    prefix: str,
+) -> list[R]:
+    """Parse every item; an item that fails is counted in `stats.drops` by reason."""
+    rows = []
+    for item in items:
+        try:
+            rows.append(parse(item))
+        except ParseError as exc:
+            stats.drops[f"{prefix}{exc.reason}"] += 1
+    return rows
 
 
 def _windows(
