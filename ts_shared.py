@@ -16,7 +16,7 @@ import random
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -917,9 +917,3 @@ def make_s3_client(settings: Settings) -> S3Client:
 def constant_time_equals(given: str | None, expected: str) -> bool:
     """Compare a presented secret with the expected one without leaking timing."""
     return hmac.compare_digest((given or "").encode(), expected.encode())
-
-
-def chunks(seq: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    """Yield consecutive slices of `seq` of at most `size` items."""
-    for start in range(0, len(seq), size):
-        yield seq[start : start + size]

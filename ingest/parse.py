@@ -110,25 +110,6 @@ class AlarmRow:
     raw: dict[str, Any]
 
 
-@dataclass(slots=True)
-class ObdRow:
-    """One OBD reading."""
-
-    imei: str
-    reading_time: datetime
-    odometer_km: float | None
-    accumulated_mileage_km: float | None
-    remaining_fuel_l: float | None
-    remaining_fuel_pct: float | None
-    coolant_temp_c: float | None
-    battery_voltage_v: float | None
-    rpm: float | None
-    speed_kmh: float | None
-    vin: str | None
-    source: str
-    raw: dict[str, Any]
-
-
 # Columns of tracksolid.devices that the API owns (FIX-M17: all of them are updated).
 DEVICE_API_COLUMNS = (
     "device_name", "mc_type", "mc_type_use_scope", "sim", "iccid", "imsi", "expiration",
@@ -306,25 +287,6 @@ def parse_alarm(item: dict[str, Any], account: str | None = None) -> AlarmRow:
         speed_kmh=clean_num(item.get("speed")),
         source="poll",
         account=clean(item.get("account")) or account,
-        raw=item,
-    )
-
-
-def parse_obd(item: dict[str, Any]) -> ObdRow:
-    """A reading of `jimi.device.obd.list`."""
-    return ObdRow(
-        imei=_imei(item),
-        reading_time=_time(item, "dataReportTime"),
-        odometer_km=clean_num(item.get("odometerReading")),
-        accumulated_mileage_km=clean_num(item.get("deviceAccumulatedMileage")),
-        remaining_fuel_l=clean_num(item.get("remainingFuel")),
-        remaining_fuel_pct=clean_num(item.get("remainingFuelPercentage")),
-        coolant_temp_c=clean_num(item.get("coolantTemperature")),
-        battery_voltage_v=clean_num(item.get("vehicleBatterVoltage")),
-        rpm=clean_num(item.get("currentRPM")),
-        speed_kmh=clean_num(item.get("currentSpeed")),
-        vin=clean(item.get("vin")),
-        source="poll",
         raw=item,
     )
 

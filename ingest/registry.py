@@ -16,6 +16,7 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
+from ingest.writers import count_new_and_updated
 from ts_shared import clean
 
 # Accepted header spellings (case / spaces / punctuation ignored) → column.
@@ -134,11 +135,6 @@ def import_registry(pool: ConnectionPool, path: Path, *, apply: bool) -> Registr
                 report.valid,
                 returning=True,
             )
-            while True:
-                for (is_new,) in cur.fetchall():
-                    report.inserted += int(bool(is_new))
-                    report.updated += int(not is_new)
-                if not cur.nextset():
-                    break
+            report.inserted, report.updated = count_new_and_updated(cur)
     report.applied = True
     return report

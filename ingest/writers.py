@@ -1,8 +1,9 @@
 """Bulk, idempotent writes of the ingest worker.
 
-Positions go through `COPY` (binary) into a session temp table and one
-`INSERT ... SELECT ... ON CONFLICT` per batch — the fast path measured in
-bench/bench_ingest.py. Smaller tables (trips, stops, alarms, devices) use pipelined
+Positions newer than anything stored for their device are binary-COPYed straight into
+`position_history`; the rest go through a session temp table and one
+`INSERT ... SELECT ... ON CONFLICT` per batch (see `write_positions`; measured in
+bench/bench_ingest.py). Smaller tables (trips, stops, alarms, devices) use pipelined
 `executemany` with `RETURNING (xmax = 0)` so the caller learns how many rows were new.
 Every function writes inside the caller's transaction: the caller commits rows and the
 job's watermark together.
@@ -23,7 +24,6 @@ from ingest.parse import (
     DEVICE_API_COLUMNS,
     AlarmRow,
     LiveRow,
-    ObdRow,
     PositionRow,
     StopRow,
     TripRow,
@@ -211,6 +211,20 @@ def upsert_live(conn: Conn, rows: list[LiveRow]) -> int:
     return cur.rowcount
 
 
+def count_new_and_updated(cur: psycopg.Cursor[Any]) -> tuple[int, int]:
+    """(inserted, updated) from an `executemany(..., returning=True)` whose statement ends
+    in `RETURNING (xmax = 0)` (true for a new row, false for an updated one)."""
+    inserted = updated = 0
+    while True:
+        for (is_new,) in cur.fetchall():
+            if is_new:
+                inserted += 1
+            else:
+                updated += 1
+        if not cur.nextset():
+            return inserted, updated
+
+
 def _upsert(
     conn: Conn,
     table: str,
@@ -243,18 +257,9 @@ def _upsert(
         "INSERT INTO {target} AS t ({cols}) VALUES ({marks}) ON CONFLICT ({keys}) {action}"
         " RETURNING (xmax = 0)"
     ).format(target=target, cols=cols, marks=marks, keys=keys, action=action)
-    inserted = updated = 0
     with conn.cursor() as cur:
         cur.executemany(query, rows, returning=True)
-        while True:
-            for (is_new,) in cur.fetchall():
-                if is_new:
-                    inserted += 1
-                else:
-                    updated += 1
-            if not cur.nextset():
-                break
-    return inserted, updated
+        return count_new_and_updated(cur)
 
 
 def upsert_trips(conn: Conn, rows: list[TripRow]) -> tuple[int, int]:
@@ -310,18 +315,6 @@ def insert_alarms(conn: Conn, rows: list[AlarmRow]) -> int:
     ]
 
 
-def insert_obd(conn: Conn, rows: list[ObdRow]) -> int:
-    """Insert OBD readings; (imei, reading_time) already stored are skipped."""
-    columns = (
-        "imei", "reading_time", "odometer_km", "accumulated_mileage_km", "remaining_fuel_l",
-        "remaining_fuel_pct", "coolant_temp_c", "battery_voltage_v", "rpm", "speed_kmh", "vin",
-        "source", "raw",
-    )  # fmt: skip
-    values = attrgetter(*columns[:-1])
-    data = [(*values(r), Jsonb(r.raw)) for r in rows]
-    return _upsert(conn, "tracksolid.obd_readings", columns, ("imei", "reading_time"), data)[0]
-
-
 def upsert_devices(conn: Conn, devices: list[dict[str, Any]]) -> tuple[int, int]:
     """Upsert API device data (FIX-M17: every API field). A null from the API never erases a
     value already stored (e.g. a driver name imported from the registry CSV); registry-only
@@ -342,16 +335,9 @@ def upsert_devices(conn: Conn, devices: list[dict[str, Any]]) -> tuple[int, int]
         " ON CONFLICT (imei) DO UPDATE SET {sets}, api_synced_at = now(), updated_at = now()"
         " RETURNING (xmax = 0)"
     ).format(target=target, cols=cols, marks=marks, sets=sets)
-    inserted = updated = 0
     with conn.cursor() as cur:
         cur.executemany(query, data, returning=True)
-        while True:
-            for (is_new,) in cur.fetchall():
-                inserted += int(bool(is_new))
-                updated += int(not is_new)
-            if not cur.nextset():
-                break
-    return inserted, updated
+        return count_new_and_updated(cur)
 
 
 def set_watermarks(conn: Conn, job: str, imeis: Sequence[str], until: datetime) -> None:
