@@ -200,13 +200,80 @@ def _ensure_ledger(conn: psycopg.Connection[tuple[object, ...]]) -> None:
     )
 
 
-def _available_extensions(conn: psycopg.Connection[tuple[object, ...]], mode: str) -> set[str]:
+PRELOAD_HINT = (
+    "the timescaledb extension is installed but not preloaded: add"
+    " shared_preload_libraries = 'timescaledb' to postgresql.conf and restart PostgreSQL"
+    " (the timescale/timescaledb-ha image does this), or set USE_TIMESCALEDB=off to build"
+    " the plain-PostgreSQL variant instead"
+)
+
+
+def timescaledb_state(conn: psycopg.Connection[tuple[object, ...]]) -> str:
+    """`usable` (created here, or installed and preloaded), `not-preloaded` (installed, but
+    `CREATE EXTENSION` would end the session with a FATAL error) or `absent`."""
+    if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone():
+        return "usable"
+    if not conn.execute(
+        "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
+    ).fetchone():
+        return "absent"
+    try:
+        row = conn.execute("SHOW shared_preload_libraries").fetchone()
+        libraries = str(row[0]) if row else ""
+    except psycopg.errors.InsufficientPrivilege:
+        # Not allowed to read the setting: the loader defines this one when it is preloaded.
+        row = conn.execute(
+            "SELECT current_setting('timescaledb.bgw_launcher_poll_time', true)"
+        ).fetchone()
+        return "usable" if row and row[0] else "not-preloaded"
+    preloaded = any(
+        lib.strip().strip('"').split("/")[-1].removesuffix(".so").startswith("timescaledb")
+        for lib in libraries.split(",")
+    )
+    return "usable" if preloaded else "not-preloaded"
+
+
+def _pinned(
+    ext: str, migrations: Sequence[Migration], ledger: dict[str, tuple[str, str]]
+) -> bool | None:
+    """The variant an earlier run chose for `ext`: True/False, or None when none was chosen.
+    A file that requires `ext` applied (or its plain twin skipped) means it was used."""
+    for m in migrations:
+        if m.name not in ledger:
+            continue
+        applied = ledger[m.name][1] == "applied"
+        if ext in m.requires:
+            return applied
+        if ext in m.requires_not:
+            return not applied
+    return None
+
+
+def _available_extensions(
+    conn: psycopg.Connection[tuple[object, ...]],
+    mode: str,
+    timescaledb_pinned: bool | None,
+) -> set[str]:
+    """Extensions the `requires-extension` directives may count on. TimescaleDB counts when an
+    earlier run pinned it, else when usable (`timescaledb_state`) and `USE_TIMESCALEDB` is not
+    `off`; installed-but-not-preloaded is an error, never a silent fallback."""
     rows = conn.execute("SELECT name FROM pg_available_extensions").fetchall()
     available = {str(row[0]) for row in rows}
-    if mode == "off":
-        available.discard("timescaledb")
-    elif mode == "on" and "timescaledb" not in available:
-        raise MigrationError("USE_TIMESCALEDB=on but the timescaledb extension is not available")
+    available.discard("timescaledb")
+    if timescaledb_pinned is not None or mode == "off":
+        if timescaledb_pinned:
+            available.add("timescaledb")
+        return available
+    state = timescaledb_state(conn)
+    if state == "usable":
+        available.add("timescaledb")
+    elif state == "not-preloaded":
+        raise MigrationError(PRELOAD_HINT)
+    elif mode == "on":
+        raise MigrationError(
+            "USE_TIMESCALEDB=on but the timescaledb extension is not installed on this server"
+            " (use the timescale/timescaledb-ha image, or USE_TIMESCALEDB=off / auto)"
+        )
     return available
 
 
@@ -257,6 +324,16 @@ def apply_grants(conn: psycopg.Connection[tuple[object, ...]]) -> None:
         " WHERE schemaname = ANY(%s) AND matviewowner <> %s",
         (list(present), OWNER_ROLE),
     ).fetchall()
+    # So do TimescaleDB's continuous aggregates (refresh_continuous_aggregate needs the owner).
+    has_caggs = conn.execute(
+        "SELECT to_regclass('timescaledb_information.continuous_aggregates') IS NOT NULL"
+    ).fetchone()
+    if has_caggs and has_caggs[0]:
+        matviews += conn.execute(
+            "SELECT view_schema, view_name FROM timescaledb_information.continuous_aggregates"
+            " WHERE view_schema = ANY(%s) AND view_owner::text <> %s",
+            (list(present), OWNER_ROLE),
+        ).fetchall()
     for mv_schema, mv_name in matviews:
         try:
             conn.execute(
@@ -323,7 +400,9 @@ def migrate(
                     + ", ".join(changed)
                     + " — never edit an applied file; add a new NNNN_*.sql instead"
                 )
-            available = _available_extensions(conn, settings.use_timescaledb)
+            # Probed only when a pending file depends on an extension, so a database whose
+            # variant is already pinned never trips over the server's current state.
+            available: set[str] | None = None
             if manage_roles:
                 ensure_roles(
                     conn,
@@ -340,8 +419,12 @@ def migrate(
                 if migration.name in ledger and ledger[migration.name][1] == "skipped":
                     report.unchanged += 1
                     continue
-                skip = any(ext not in available for ext in migration.requires) or any(
-                    ext in available for ext in migration.requires_not
+                if available is None and (migration.requires or migration.requires_not):
+                    pinned = _pinned("timescaledb", migrations, ledger)
+                    available = _available_extensions(conn, settings.use_timescaledb, pinned)
+                skip = available is not None and (
+                    any(ext not in available for ext in migration.requires)
+                    or any(ext in available for ext in migration.requires_not)
                 )
                 _apply_one(conn, migration, checksum, skip)
                 (report.skipped if skip else report.applied).append(migration.name)

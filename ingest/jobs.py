@@ -589,26 +589,18 @@ class Ingestor:
                 write(conn)
                 writers.set_watermarks(conn, job, batch, until)
 
-    # ── daily roll-up (plain PostgreSQL only) ───────────────────────────────
+    # ── daily roll-up ───────────────────────────────────────────────────────
 
     def refresh_rollups(self) -> JobStats:
-        """Refresh `tracksolid.v_mileage_daily_cagg` where it is a plain materialized view
-        (without TimescaleDB); a continuous aggregate is refreshed by its own policy."""
+        """Bring `tracksolid.v_mileage_daily_cagg` up to date on either engine (see
+        `refresh_daily_rollup`)."""
         stats = JobStats("mileage_rollup")
         with self.pool.connection() as conn:
-            row = conn.execute(
-                "SELECT c.relispopulated FROM pg_matviews m"
-                " JOIN pg_class c ON c.oid = format('%I.%I', m.schemaname, m.matviewname)::regclass"
-                " WHERE m.schemaname = 'tracksolid' AND m.matviewname = 'v_mileage_daily_cagg'"
-            ).fetchone()
-            if row is not None:
-                how = "CONCURRENTLY " if row[0] else ""  # CONCURRENTLY needs a populated view
-                try:
-                    conn.execute(f"REFRESH MATERIALIZED VIEW {how}tracksolid.v_mileage_daily_cagg")
+            try:
+                if refresh_daily_rollup(conn) != "absent":
                     stats.updated["v_mileage_daily_cagg"] += 1
-                except psycopg.Error as exc:  # recorded; the next run retries
-                    conn.rollback()
-                    stats.fail("refresh v_mileage_daily_cagg", exc)
+            except psycopg.Error as exc:  # recorded; the next run retries
+                stats.fail("refresh v_mileage_daily_cagg", exc)
         return self._finish(stats)
 
     # ── housekeeping ────────────────────────────────────────────────────────
@@ -683,3 +675,56 @@ def _windows(
         until = min(cursor + chunk, end)
         yield cursor, until
         cursor = until
+
+
+ROLLUP = "tracksolid.v_mileage_daily_cagg"
+
+
+def refresh_daily_rollup(conn: psycopg.Connection[Any]) -> str:
+    """Refresh the daily per-vehicle roll-up; returns what it is: `continuous` | `plain` |
+    `absent`. Leaves the connection as it found it (outside a transaction).
+
+    - TimescaleDB (continuous aggregate): `refresh_continuous_aggregate` over the whole past up
+      to the policy's end offset. Only ranges invalidated by writes are recomputed, so this is
+      cheap when nothing changed, and it also covers backfills older than the policy's 7-day
+      window (a catch-up after an outage, an imported history), which the policy never sees.
+      Reads are real-time (migration 0005), so the newest hour is current even before this.
+    - plain PostgreSQL (materialized view): `REFRESH MATERIALIZED VIEW CONCURRENTLY` (plain
+      REFRESH the first time, while it is unpopulated).
+    """
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.rollback()
+    kind = "absent"
+    has_caggs = conn.execute(
+        "SELECT to_regclass('timescaledb_information.continuous_aggregates') IS NOT NULL"
+    ).fetchone()
+    if has_caggs and has_caggs[0] and conn.execute(
+        "SELECT 1 FROM timescaledb_information.continuous_aggregates"
+        " WHERE view_schema = 'tracksolid' AND view_name = 'v_mileage_daily_cagg'"
+    ).fetchone():
+        kind = "continuous"
+    else:
+        row = conn.execute(
+            "SELECT c.relispopulated FROM pg_matviews m JOIN pg_class c"
+            " ON c.oid = format('%I.%I', m.schemaname, m.matviewname)::regclass"
+            " WHERE m.schemaname = 'tracksolid' AND m.matviewname = 'v_mileage_daily_cagg'"
+        ).fetchone()
+        if row is not None:
+            kind = "plain" if row[0] else "unpopulated"
+    conn.rollback()  # end the catalog read's transaction: CALL must run outside one
+    autocommit = conn.autocommit
+    conn.autocommit = True
+    try:
+        if kind == "continuous":
+            conn.execute(
+                f"CALL refresh_continuous_aggregate('{ROLLUP}', NULL,"
+                " now() - interval '1 hour')"
+            )
+        elif kind == "plain":
+            conn.execute(f"REFRESH MATERIALIZED VIEW CONCURRENTLY {ROLLUP}")
+        elif kind == "unpopulated":
+            conn.execute(f"REFRESH MATERIALIZED VIEW {ROLLUP}")
+            kind = "plain"
+    finally:
+        conn.autocommit = autocommit
+    return kind

@@ -10,7 +10,8 @@ DECLARE
     retention      text := coalesce(nullif(current_setting('app.ts_retention', true), ''), 'off');
     tbl            text;
 BEGIN
-    FOREACH tbl IN ARRAY ARRAY['tracksolid.position_history', 'tracksolid.heartbeats'] LOOP
+    FOREACH tbl IN ARRAY ARRAY['tracksolid.position_history', 'tracksolid.heartbeats',
+                               'tracksolid.fuel_readings', 'tracksolid.temperature_readings'] LOOP
         PERFORM remove_compression_policy(tbl::regclass, if_exists => true);
         IF compress_after <> 'off' THEN
             PERFORM add_compression_policy(tbl::regclass, compress_after::interval);

@@ -1,11 +1,21 @@
-"""Shared test fixtures: a real PostgreSQL + PostGIS server, migrated once, a fresh DB per test.
+"""Shared test fixtures: a real PostgreSQL + PostGIS (+ TimescaleDB) server, migrated once per
+engine, a fresh database per test.
 
 Where the server comes from (first that applies):
 1. `TEST_DATABASE_URL` — a superuser URL of a server you provide (databases are created in it);
 2. testcontainers with `timescale/timescaledb-ha:pg16` — when a Docker engine answers;
-3. a throwaway cluster from the local PostgreSQL binaries (`tests/pgcluster.py`).
-Migrations are applied once into a template database; each test gets `CREATE DATABASE ...
-TEMPLATE`, which is a file copy and takes a few tens of milliseconds.
+3. a throwaway cluster from the local PostgreSQL binaries (`tests/pgcluster.py`), which
+   preloads TimescaleDB with its background workers on, as production, when it is installed.
+
+The two engines (see docs/development.md):
+- `timescaledb` — the production engine: hypertables, compression, continuous aggregate;
+  every test runs on it when the server has TimescaleDB;
+- `plain` — PostgreSQL + PostGIS only (`USE_TIMESCALEDB=off`), a database on the same server.
+  Modules marked `pytestmark = pytest.mark.both_engines` run once per engine; tests marked
+  `timescaledb_only` need the production engine and are deselected (with a one-line notice)
+  where the server has none. `TEST_ENGINE=plain` runs the whole suite on plain PostgreSQL.
+Migrations are applied once into a template database per engine; each test gets `CREATE
+DATABASE ... TEMPLATE`, a file copy of a few tens of milliseconds.
 """
 
 from __future__ import annotations
@@ -28,9 +38,75 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from run_migrations import migrate  # noqa: E402
-from tests.pgcluster import LocalCluster, free_port  # noqa: E402
+from run_migrations import migrate, timescaledb_state  # noqa: E402
+from tests.pgcluster import LocalCluster, free_port, timescaledb_installed  # noqa: E402
 from ts_shared import Settings, make_pool, make_s3_client  # noqa: E402
+
+
+TIMESCALEDB, PLAIN = "timescaledb", "plain"
+# Which engine each database this session created was built for (by name); `test_settings`
+# reads it, so a test's settings always match its database.
+ENGINE_OF: dict[str, str] = {}
+
+
+def available_engines() -> list[str]:
+    """Engines this run covers, the production engine first (decided at collection time)."""
+    cached: list[str] | None = getattr(available_engines, "_cache", None)
+    if cached is not None:
+        return cached
+    forced = os.environ.get("TEST_ENGINE", "")
+    if forced not in ("", TIMESCALEDB, PLAIN):
+        raise pytest.UsageError(f"TEST_ENGINE must be {TIMESCALEDB} or {PLAIN}, not {forced!r}")
+    if forced == PLAIN:
+        engines = [PLAIN]
+    elif url := os.environ.get("TEST_DATABASE_URL"):
+        with psycopg.connect(url, autocommit=True) as conn:
+            usable = timescaledb_state(conn) == "usable"
+        engines = [TIMESCALEDB, PLAIN] if usable else [PLAIN]
+    else:
+        engines = [TIMESCALEDB, PLAIN] if timescaledb_installed() else [PLAIN]
+    if forced == TIMESCALEDB and TIMESCALEDB not in engines:
+        raise pytest.UsageError("TEST_ENGINE=timescaledb but the server has no usable TimescaleDB")
+    available_engines._cache = engines  # type: ignore[attr-defined]
+    return engines
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "both_engines: run each test on TimescaleDB and on plain")
+    config.addinivalue_line("markers", "timescaledb_only: needs the TimescaleDB engine")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    engines = available_engines()
+    if TIMESCALEDB in engines:
+        return "engines: timescaledb (every test) + plain (both_engines modules)"
+    return (
+        "engines: plain PostgreSQL + PostGIS only — TimescaleDB is not installed here"
+        " (make deps installs it from ../shared/tools/timescaledb); timescaledb_only tests"
+        " deselected"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "engine" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+        "both_engines"
+    ):
+        metafunc.parametrize("engine", available_engines(), indirect=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if TIMESCALEDB in available_engines():
+        return
+    dropped = [i for i in items if i.get_closest_marker("timescaledb_only")]
+    if dropped:
+        items[:] = [i for i in items if not i.get_closest_marker("timescaledb_only")]
+        config.hook.pytest_deselected(items=dropped)
+
+
+@pytest.fixture
+def engine(request: pytest.FixtureRequest) -> str:
+    """The engine of this test's database: the production engine unless parametrized."""
+    return str(getattr(request, "param", available_engines()[0]))
 
 
 def _docker_answers() -> bool:
@@ -65,7 +141,7 @@ def pg_admin_url() -> Iterator[str]:
         finally:
             container.stop()
         return
-    cluster = LocalCluster()
+    cluster = LocalCluster(timescaledb=TIMESCALEDB in available_engines())
     cluster.init()
     cluster.start()
     try:
@@ -81,10 +157,18 @@ def url_for(admin_url: str, dbname: str) -> str:
     return psycopg.conninfo.make_conninfo("", **{k: v for k, v in info.items() if v is not None})
 
 
+def engine_of(database_url: str) -> str:
+    """The engine a database of this session was created for (the production one if unknown)."""
+    name = psycopg.conninfo.conninfo_to_dict(database_url).get("dbname")
+    return ENGINE_OF.get(str(name), available_engines()[0])
+
+
 def test_settings(database_url: str, **overrides: Any) -> Settings:
-    """Settings for tests: no .env file, fast retries, the given database."""
+    """Settings for tests: no .env file, fast retries, the given database, and
+    USE_TIMESCALEDB matching the engine the database was made for."""
     values: dict[str, Any] = {
         "database_url": database_url,
+        "use_timescaledb": "on" if engine_of(database_url) == TIMESCALEDB else "off",
         "jimi_backoff_base_s": 0.01,
         "jimi_backoff_cap_s": 0.05,
         "log_level": "DEBUG",
@@ -96,8 +180,13 @@ def test_settings(database_url: str, **overrides: Any) -> Settings:
 test_settings.__test__ = False  # type: ignore[attr-defined]  # not a test function
 
 
-def create_database(admin_url: str, name: str, template: str | None = None) -> str:
-    """CREATE DATABASE (optionally from a template) and return its URL."""
+def create_database(
+    admin_url: str, name: str, template: str | None = None, engine: str | None = None
+) -> str:
+    """CREATE DATABASE (optionally from a template) for `engine` and return its URL."""
+    ENGINE_OF[name] = engine or (ENGINE_OF.get(template, "") if template else "") or (
+        available_engines()[0]
+    )
     with psycopg.connect(admin_url, autocommit=True) as conn:
         query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
         if template:
@@ -116,28 +205,70 @@ def drop_database(admin_url: str, name: str) -> None:
         )
 
 
+def seal_template(admin_url: str, name: str) -> None:
+    """Make `name` copyable while TimescaleDB's background workers are on: no new sessions
+    (the launcher skips databases that refuse connections), then end the scheduler's."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false").format(
+                sql.Identifier(name)
+            )
+        )
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
+
+
+def unseal_template(admin_url: str, name: str) -> None:
+    """Undo `seal_template` so the database can be dropped."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false ALLOW_CONNECTIONS true").format(
+                sql.Identifier(name)
+            )
+        )
+
+
 @pytest.fixture(scope="session")
-def template_db(pg_admin_url: str) -> Iterator[str]:
-    """Name of a database with every migration applied, used as the per-test template."""
-    name = f"tpl_{uuid.uuid4().hex[:8]}"
-    url = create_database(pg_admin_url, name)
-    migrate(url, test_settings(url))
-    yield name
-    drop_database(pg_admin_url, name)
+def engine_templates(pg_admin_url: str) -> Iterator[dict[str, str]]:
+    """Per engine, the name of a database with every migration applied (built on first use),
+    used as the per-test template."""
+    templates: dict[str, str] = {}
+    yield templates
+    for name in templates.values():
+        unseal_template(pg_admin_url, name)
+        drop_database(pg_admin_url, name)
+
+
+def template_for(admin_url: str, templates: dict[str, str], engine: str) -> str:
+    """The migrated template database of `engine`, created the first time it is asked for."""
+    if engine not in templates:
+        name = f"tpl_{engine[:5]}_{uuid.uuid4().hex[:8]}"
+        url = create_database(admin_url, name, engine=engine)
+        migrate(url, test_settings(url))
+        seal_template(admin_url, name)
+        templates[engine] = name
+    return templates[engine]
 
 
 @pytest.fixture
-def empty_db(pg_admin_url: str) -> Iterator[str]:
-    """URL of a brand-new empty database (for migration tests)."""
+def template_db(pg_admin_url: str, engine_templates: dict[str, str], engine: str) -> str:
+    """Name of the migrated template database of this test's engine."""
+    return template_for(pg_admin_url, engine_templates, engine)
+
+
+@pytest.fixture
+def empty_db(pg_admin_url: str, engine: str) -> Iterator[str]:
+    """URL of a brand-new empty database (for migration tests) of this test's engine."""
     name = f"e_{uuid.uuid4().hex[:10]}"
-    url = create_database(pg_admin_url, name)
+    url = create_database(pg_admin_url, name, engine=engine)
     yield url
     drop_database(pg_admin_url, name)
 
 
 @pytest.fixture
 def db_url(pg_admin_url: str, template_db: str) -> Iterator[str]:
-    """URL of a fresh, fully migrated database for this test."""
+    """URL of a fresh, fully migrated database of this test's engine."""
     name = f"t_{uuid.uuid4().hex[:10]}"
     url = create_database(pg_admin_url, name, template=template_db)
     yield url

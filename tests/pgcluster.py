@@ -40,6 +40,24 @@ def find_pg_bin() -> Path:
     raise ClusterError("PostgreSQL server binaries not found (set PG_BIN or install postgresql)")
 
 
+def timescaledb_installed(pg_bin: Path | None = None) -> bool:
+    """Whether the TimescaleDB extension files are installed for these server binaries
+    (`../shared/tools/timescaledb/install.sh` puts them there)."""
+    bin_dir = pg_bin or find_pg_bin()
+    result = subprocess.run(
+        [str(bin_dir / "pg_config"), "--sharedir", "--pkglibdir"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        major = bin_dir.parent.name
+        share, lib = f"/usr/share/postgresql/{major}", f"/usr/lib/postgresql/{major}/lib"
+    else:
+        share, lib = result.stdout.split()[:2]
+    return (Path(share) / "extension" / "timescaledb.control").exists() and bool(
+        glob.glob(f"{lib}/timescaledb-*.so")
+    )
+
+
 def free_port() -> int:
     """An unused TCP port on loopback."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -51,9 +69,17 @@ class LocalCluster:
     """A disposable PostgreSQL server on loopback (superuser `postgres`, trust auth)."""
 
     def __init__(
-        self, base_dir: Path | None = None, port: int | None = None, *, durable: bool = False
+        self,
+        base_dir: Path | None = None,
+        port: int | None = None,
+        *,
+        durable: bool = False,
+        timescaledb: bool | None = None,
     ) -> None:
         self.bin = find_pg_bin()
+        # Preload TimescaleDB as production does (background workers on) when it is installed;
+        # `timescaledb=False` gives a plain server even then (installed but not preloaded).
+        self.timescaledb = timescaledb_installed(self.bin) if timescaledb is None else timescaledb
         self.port = port or free_port()
         self._own_dir = base_dir is None
         self.base = Path(base_dir or tempfile.mkdtemp(prefix="pgtest-"))
@@ -130,9 +156,32 @@ class LocalCluster:
                 f"unix_socket_directories = '{self.sock_dir}'\n"
                 "timezone = 'UTC'\nlog_min_messages = warning\n"
             )
+            if self.timescaledb:
+                fh.write(
+                    "shared_preload_libraries = 'timescaledb'\n"
+                    "timescaledb.telemetry_level = off\n"
+                    "max_worker_processes = 48\n"
+                    "timescaledb.max_background_workers = 32\n"
+                )
 
     def start(self, timeout: float = 30.0) -> None:
-        """Start the server and wait until it accepts connections."""
+        """Start the server and wait until it accepts connections (a failure quotes the log)."""
+        try:
+            self._start(timeout)
+        except ClusterError as exc:
+            tail = ""
+            with contextlib.suppress(OSError):
+                tail = "\n".join(self.log_file.read_text(errors="replace").splitlines()[-5:])
+            hint = ""
+            if "timescaledb" in tail and "undefined symbol" in tail:
+                hint = (
+                    "\nTimescaleDB was built for a newer PostgreSQL minor release than this one:"
+                    " upgrade the server package (apt-get install --only-upgrade postgresql-15;"
+                    " `make deps` does it)"
+                )
+            raise ClusterError(f"{exc}\n{tail}{hint}") from exc
+
+    def _start(self, timeout: float) -> None:
         self._run(
             [
                 self.bin / "pg_ctl",

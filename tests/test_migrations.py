@@ -1,4 +1,5 @@
-"""run_migrations: fresh apply, no-op re-run, changed file refused, concurrent runners, roles."""
+"""run_migrations: fresh apply, no-op re-run, changed file refused, concurrent runners, roles,
+the engine choice (TimescaleDB / plain, installed-but-not-preloaded) — on both engines."""
 
 from __future__ import annotations
 
@@ -18,7 +19,11 @@ from run_migrations import (
     migrate,
     split_statements,
 )
-from tests.conftest import ROOT, test_settings
+from ingest.jobs import refresh_daily_rollup
+from tests.conftest import ROOT, TIMESCALEDB, engine_of, test_settings
+from tests.pgcluster import LocalCluster, timescaledb_installed
+
+pytestmark = pytest.mark.both_engines
 
 CORE_TABLES = {
     "devices",
@@ -62,24 +67,46 @@ def _copy_migrations(tmp_path: Path) -> Path:
     return target
 
 
-def test_fresh_apply_builds_core_schema_then_rerun_is_noop(empty_db: str) -> None:
+TIMESCALE_FILES = {
+    "0003_timescale_hypertables.sql",
+    "0004_timescale_mileage_cagg.sql",
+    "0005_timescale_cagg_realtime_compress_all.sql",
+    "R__timescale_policies.sql",
+}
+PLAIN_FILES = {"0003_plain_indexes.sql", "0004_plain_mileage_daily.sql"}
+
+
+def test_fresh_apply_builds_core_schema_then_rerun_is_noop(empty_db: str, engine: str) -> None:
     settings = test_settings(empty_db)
     first = migrate(empty_db, settings)
     assert first.applied, "a fresh database gets every applicable file"
     assert _tables(empty_db, "tracksolid") >= CORE_TABLES
-    # No TimescaleDB on this server: the plain variants ran, the Timescale ones were skipped.
+    # One variant ran, its twin was skipped and stays so.
     ledger = _ledger(empty_db)
-    assert ledger["0003_plain_indexes.sql"] == "applied"
-    assert ledger["0003_timescale_hypertables.sql"] == "skipped"
-    assert ledger["0004_plain_mileage_daily.sql"] == "applied"
+    used, unused = (
+        (TIMESCALE_FILES, PLAIN_FILES) if engine == TIMESCALEDB else (PLAIN_FILES, TIMESCALE_FILES)
+    )
+    assert {name: ledger[name] for name in used} == dict.fromkeys(used, "applied")
+    assert {name: ledger[name] for name in unused} == dict.fromkeys(unused, "skipped")
+    with psycopg.connect(empty_db) as conn:
+        hypertables = conn.execute(
+            "SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'"
+        ).fetchone()
+    assert hypertables == ((1,) if engine == TIMESCALEDB else (0,))
 
     second = migrate(empty_db, settings)
     assert second.applied == [] and second.skipped == []
     assert second.unchanged == len(load_migrations())
 
 
+def _env(url: str, **extra: str) -> dict[str, str]:
+    """Environment of a runner subprocess for this test's database and engine."""
+    use = "on" if engine_of(url) == TIMESCALEDB else "off"
+    return {"DATABASE_URL": url, "PATH": "/usr/bin:/bin", "USE_TIMESCALEDB": use, **extra}
+
+
 def test_cli_reports_noop_on_second_run(empty_db: str) -> None:
-    env = {"DATABASE_URL": empty_db, "PATH": "/usr/bin:/bin", "LOG_LEVEL": "INFO"}
+    env = _env(empty_db, LOG_LEVEL="INFO")
     cmd = [sys.executable, str(ROOT / "run_migrations.py")]
     first = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT, check=False)
     assert first.returncode == 0, first.stderr
@@ -103,7 +130,7 @@ def test_changed_applied_file_is_refused_and_named(empty_db: str, tmp_path: Path
     with pytest.raises(ChangedMigrationError, match=r"0001_core_schema\.sql"):
         migrate(empty_db, settings, directory=directory)
     # The CLI exits non-zero and names the file.
-    env = {"DATABASE_URL": empty_db, "PATH": "/usr/bin:/bin"}
+    env = _env(empty_db)
     result = subprocess.run(
         [sys.executable, str(ROOT / "run_migrations.py"), "--dir", str(directory)],
         env=env,
@@ -211,7 +238,8 @@ def test_roles_created_with_password_and_readonly_cannot_write(
         # The app role owns the materialized views, so its refreshers may refresh them.
         conn.execute("REFRESH MATERIALIZED VIEW reporting.v_trips")
         conn.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY reporting.v_trips")
-        conn.execute("REFRESH MATERIALIZED VIEW tracksolid.v_mileage_daily_cagg")
+        # ... and the daily roll-up (continuous aggregate or materialized view) as well.
+        assert refresh_daily_rollup(conn) in ("continuous", "plain")
 
 
 def test_postgis_points_are_generated(db_url: str) -> None:
@@ -228,7 +256,7 @@ def test_postgis_points_are_generated(db_url: str) -> None:
     assert row == (36.8219, -1.2921, 4326, True)
 
 
-def test_plain_mileage_view_refreshes(db_url: str) -> None:
+def test_daily_rollup_refreshes(db_url: str, engine: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO tracksolid.position_history (imei, gps_time, lat, lng, speed_kmh,"
@@ -237,8 +265,9 @@ def test_plain_mileage_view_refreshes(db_url: str) -> None:
             " ('1', '2026-11-01 09:00Z', -1.3, 36.9, 40, 1012.5, 'poll'),"
             " ('1', '2026-11-02 09:00Z', -1.3, 36.9, 10, 1013, 'poll')"
         )
-        conn.execute("REFRESH MATERIALIZED VIEW tracksolid.v_mileage_daily_cagg")
-        conn.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY tracksolid.v_mileage_daily_cagg")
+        expected_kind = "continuous" if engine == TIMESCALEDB else "plain"
+        assert refresh_daily_rollup(conn) == expected_kind
+        assert refresh_daily_rollup(conn) == expected_kind  # again: nothing to redo
         rows = conn.execute(
             "SELECT day::date::text, fixes, moving_fixes, max_mileage_km - min_mileage_km"
             " FROM tracksolid.v_mileage_daily_cagg ORDER BY day"
@@ -268,3 +297,41 @@ def test_every_file_has_a_valid_name_and_header() -> None:
         n.startswith("R__")
         for n in names[names.index(next(n for n in names if n.startswith("R__"))) :]
     ), "repeatables run last"
+
+
+@pytest.mark.timescaledb_only
+def test_installed_but_not_preloaded_says_what_to_do() -> None:
+    """Right after installing the package, before `shared_preload_libraries` is set: a clear
+    error naming both ways out, exit 1 — never 'the connection is closed'."""
+    if not timescaledb_installed():  # only with TEST_DATABASE_URL on a machine without it
+        pytest.skip("needs TimescaleDB installed for the local PostgreSQL binaries")
+    with LocalCluster(timescaledb=False) as cluster:
+        with psycopg.connect(cluster.admin_url, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE fresh")
+        url = cluster.url("fresh")
+        cmd = [sys.executable, str(ROOT / "run_migrations.py"), "--no-roles"]
+        base = {"DATABASE_URL": url, "PATH": "/usr/bin:/bin"}
+        for use in ("auto", "on"):
+            run = subprocess.run(
+                cmd, env={**base, "USE_TIMESCALEDB": use},
+                capture_output=True, text=True, cwd=ROOT, check=False,
+            )  # fmt: skip
+            assert run.returncode == 1, run.stderr
+            assert "shared_preload_libraries = 'timescaledb'" in run.stderr
+            assert "USE_TIMESCALEDB=off" in run.stderr
+            assert "connection is closed" not in run.stderr
+            assert _ledger(url).get("0003_timescale_hypertables.sql") is None, "nothing pinned"
+        # The way out the message names: the plain variant builds and is pinned.
+        run = subprocess.run(
+            cmd, env={**base, "USE_TIMESCALEDB": "off"},
+            capture_output=True, text=True, cwd=ROOT, check=False,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        assert _ledger(url)["0003_timescale_hypertables.sql"] == "skipped"
+        # Once pinned, the server's TimescaleDB state no longer matters for this database.
+        again = subprocess.run(
+            cmd, env={**base, "USE_TIMESCALEDB": "auto"},
+            capture_output=True, text=True, cwd=ROOT, check=False,
+        )  # fmt: skip
+        assert again.returncode == 0, again.stderr
+        assert "nothing to do" in again.stderr
