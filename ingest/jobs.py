@@ -680,14 +680,28 @@ def _windows(
 ROLLUP = "tracksolid.v_mileage_daily_cagg"
 
 
+def _retention_start(conn: psycopg.Connection[Any]) -> datetime | None:
+    """Oldest time position_history still holds in full under its retention policy (None:
+    no policy, everything is kept)."""
+    row = conn.execute(
+        "SELECT now() - (config->>'drop_after')::interval FROM timescaledb_information.jobs"
+        " WHERE proc_name = 'policy_retention' AND hypertable_schema = 'tracksolid'"
+        " AND hypertable_name = 'position_history'"
+    ).fetchone()
+    conn.rollback()
+    return row[0] if row else None
+
+
 def refresh_daily_rollup(conn: psycopg.Connection[Any]) -> str:
     """Refresh the daily per-vehicle roll-up; returns what it is: `continuous` | `plain` |
     `absent`. Leaves the connection as it found it (outside a transaction).
 
-    - TimescaleDB (continuous aggregate): `refresh_continuous_aggregate` over the whole past up
-      to the policy's end offset. Only ranges invalidated by writes are recomputed, so this is
-      cheap when nothing changed, and it also covers backfills older than the policy's 7-day
+    - TimescaleDB (continuous aggregate): `refresh_continuous_aggregate` over the whole kept past
+      up to the policy's end offset. Only ranges invalidated by writes are recomputed, so this
+      is cheap when nothing changed, and it also covers backfills older than the policy's 7-day
       window (a catch-up after an outage, an imported history), which the policy never sees.
+      With a retention policy the window starts at its cutoff: refreshing days whose raw
+      chunks were dropped would empty their roll-up, which is meant to outlive them.
       Reads are real-time (migration 0005), so the newest hour is current even before this.
     - plain PostgreSQL (materialized view): `REFRESH MATERIALIZED VIEW CONCURRENTLY` (plain
       REFRESH the first time, while it is unpopulated).
@@ -717,8 +731,8 @@ def refresh_daily_rollup(conn: psycopg.Connection[Any]) -> str:
     try:
         if kind == "continuous":
             conn.execute(
-                f"CALL refresh_continuous_aggregate('{ROLLUP}', NULL,"
-                " now() - interval '1 hour')"
+                "CALL refresh_continuous_aggregate(%s, %s::timestamptz, now() - interval '1 hour')",
+                (ROLLUP, _retention_start(conn)),
             )
         elif kind == "plain":
             conn.execute(f"REFRESH MATERIALIZED VIEW CONCURRENTLY {ROLLUP}")
