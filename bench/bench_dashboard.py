@@ -5,9 +5,13 @@ trips endpoint (rows fetched into Python and serialised there).
     .venv/bin/python -m bench.bench_dashboard                      # 1,000 vehicles x 14 days
     .venv/bin/python -m bench.bench_dashboard --vehicles 100 --days 2 --repeat 10   # quick
 
-It starts a throwaway PostgreSQL cluster (tests.pgcluster), applies every migration, generates
-the dataset with SQL (generate_series; ~500 fixes and ~7 trips per vehicle per day), then
-prints p50/p95 per call. Paste the output into docs/performance.md ("Read-API").
+It starts a throwaway PostgreSQL cluster (tests.pgcluster; TimescaleDB preloaded when
+installed) with one database per engine — TimescaleDB (hypertables; chunks older than
+TIMESCALE_COMPRESS_AFTER compressed, as the policy leaves them in production) and plain
+PostgreSQL — applies every migration, generates the same dataset in each with SQL
+(generate_series; ~500 fixes and ~7 trips per vehicle per day), then prints p50/p95 per call
+and engine side by side. Paste the output into docs/performance.md ("Read-API").
+`--engines plain` (or `timescaledb`) measures one engine only.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from dashboard_api import create_app  # noqa: E402
 from run_migrations import migrate  # noqa: E402
-from tests.pgcluster import LocalCluster  # noqa: E402
+from tests.pgcluster import LocalCluster, timescaledb_installed  # noqa: E402
 from ts_shared import Settings  # noqa: E402
 
 CITIES = [
@@ -219,26 +223,70 @@ def naive_trips(conn: psycopg.Connection[Any], cost_centre: str | None) -> int:
     return len(body)
 
 
+def compress_old_chunks(url: str, compress_after: str) -> str:
+    """What the compression policy does in production: compress every chunk of every
+    hypertable older than TIMESCALE_COMPRESS_AFTER. Returns a one-line account."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT _timescaledb_functions.stop_background_workers()")  # no races
+        for (table,) in conn.execute(
+            "SELECT format('%I.%I', hypertable_schema, hypertable_name)"
+            " FROM timescaledb_information.hypertables WHERE hypertable_schema = 'tracksolid'"
+        ).fetchall():
+            conn.execute(
+                "SELECT compress_chunk(c, if_not_compressed => true)"
+                " FROM show_chunks(%s::regclass, older_than => now() - %s::interval) c",
+                (table, compress_after),
+            )
+        conn.execute("VACUUM ANALYZE")
+        row = conn.execute(
+            "SELECT count(*) FILTER (WHERE is_compressed), count(*)"
+            " FROM timescaledb_information.chunks WHERE hypertable_name = 'position_history'"
+        ).fetchone()
+        size = conn.execute(
+            "SELECT pg_size_pretty(hypertable_size('tracksolid.position_history'))"
+        ).fetchone()
+    assert row is not None and size is not None
+    return f"position_history: {row[0]} of {row[1]} chunks compressed, {size[0]} on disk"
+
+
 def run(args: argparse.Namespace) -> None:
-    cluster = LocalCluster()
+    engines = [e for e in args.engines.split(",") if e]
+    cluster = LocalCluster(timescaledb="timescaledb" in engines)
     cluster.init()
     cluster.start()
+    results: dict[str, list[tuple[str, float, float, int, str]]] = {}
     try:
-        with psycopg.connect(cluster.admin_url, autocommit=True) as admin:
-            admin.execute("CREATE DATABASE bench")
-        url = cluster.url("bench")
-        settings = Settings(_env_file=None, database_url=url, vtrips_refresh_interval_s=0)
-        migrate(url, settings)
-        log(f"generating {args.vehicles} vehicles x {args.days} days ...")
-        t0 = time.perf_counter()
-        counts = generate(url, args.vehicles, args.days, args.fixes, args.trips)
-        log(f"generated in {time.perf_counter() - t0:.0f} s: {counts}")
-        measure(url, settings, args.repeat)
+        for engine in engines:
+            db = f"bench_{engine}"
+            with psycopg.connect(cluster.admin_url, autocommit=True) as admin:
+                admin.execute(f"CREATE DATABASE {db}")
+            url = cluster.url(db)
+            settings = Settings(
+                _env_file=None,
+                database_url=url,
+                vtrips_refresh_interval_s=0,
+                use_timescaledb="on" if engine == "timescaledb" else "off",
+            )
+            migrate(url, settings)
+            log(f"[{engine}] generating {args.vehicles} vehicles x {args.days} days ...")
+            t0 = time.perf_counter()
+            counts = generate(url, args.vehicles, args.days, args.fixes, args.trips)
+            log(f"[{engine}] generated in {time.perf_counter() - t0:.0f} s: {counts}")
+            if engine == "timescaledb":
+                log(f"[{engine}] {compress_old_chunks(url, settings.timescale_compress_after)}")
+            results[engine] = measure(url, settings, args.repeat)
     finally:
         cluster.stop(remove=True)
+    print()
+    header = "".join(f" {e + ' p50':>16} {'p95':>8}" for e in engines)
+    print(f"{'call':<50}{header} {'bytes':>12}  target")
+    first = results[engines[0]]
+    for i, (name, _p50, _p95, size, target) in enumerate(first):
+        cells = "".join(f" {results[e][i][1]:>16.1f} {results[e][i][2]:>8.1f}" for e in engines)
+        print(f"{name:<50}{cells} {size:>12,}  {target}")
 
 
-def measure(url: str, settings: Settings, repeat: int) -> None:
+def measure(url: str, settings: Settings, repeat: int) -> list[tuple[str, float, float, int, str]]:
     rng = random.Random(7)
     with psycopg.connect(url, autocommit=True) as conn:
         plates = [str(r[0]) for r in conn.execute("SELECT vehicle_number FROM tracksolid.devices")]
@@ -328,10 +376,7 @@ def measure(url: str, settings: Settings, repeat: int) -> None:
             "baseline",
         )
 
-    print()
-    print(f"{'call':<50} {'p50 ms':>8} {'p95 ms':>8} {'bytes':>12}  target")
-    for name, p50, p95, size, target in results:
-        print(f"{name:<50} {p50:>8.1f} {p95:>8.1f} {size:>12,}  {target}")
+    return results
 
 
 def _week_ago(conn: psycopg.Connection[Any]) -> str:
@@ -347,6 +392,11 @@ def main() -> None:
     parser.add_argument("--fixes", type=int, default=500, help="GPS fixes per vehicle per day")
     parser.add_argument("--trips", type=int, default=7, help="trips per vehicle per day")
     parser.add_argument("--repeat", type=int, default=30, help="timed calls per measurement")
+    parser.add_argument(
+        "--engines",
+        default="timescaledb,plain" if timescaledb_installed() else "plain",
+        help="comma-separated: timescaledb, plain (default: both when TimescaleDB is installed)",
+    )
     run(parser.parse_args())
 
 

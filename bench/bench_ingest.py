@@ -3,13 +3,19 @@
     .venv/bin/python bench/bench_ingest.py                   # full size (as in docs/performance.md)
     .venv/bin/python bench/bench_ingest.py --rows 50000 --devices 2000   # quick
 
-1. Write path: the worker's writer (`ingest.writers.write_positions`: jump flagging, binary
-   COPY into a temp table, INSERT ... ON CONFLICT) in batches of 10,000, against a raw binary
-   COPY of the same rows into an identical table, in the same run. The cluster is durable
-   (fsync on, synchronous_commit on), as in production.
+Each part runs once per engine in the same run and cluster (TimescaleDB preloaded when it
+is installed): `timescaledb` (position_history is a hypertable) and `plain` (a plain table);
+`--engines plain` measures one only.
+
+1. Write path: the worker's writer (`ingest.writers.write_positions`: jump flagging, direct
+   binary COPY of new fixes, INSERT ... ON CONFLICT for the others) in batches of 10,000,
+   against a raw binary COPY of the same rows into an identical table — a hypertable with the
+   same chunk interval on TimescaleDB — in the same run. The cluster is durable (fsync on,
+   synchronous_commit on), as in production.
 2. Live sweep: the simulator in its own process with --devices N over 3 accounts; the worker
-   side (`Ingestor.poll_live`) in a child process so its peak RSS is its own. Then the same
-   sweep through a naive row-by-row path (one INSERT per fix and per live row, autocommit).
+   side (`Ingestor.poll_live`) in a child process, whose peak RSS is its own (VmHWM of the
+   child, not `ru_maxrss`, which a child inherits from this parent). Then the same sweep
+   through a naive row-by-row path (one INSERT per fix and per live row, autocommit).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from ingest.parse import PositionRow, parse_location  # noqa: E402
 from ingest.quality import QualityRules  # noqa: E402
 from ingest.writers import POSITION_COLUMNS, POSITION_TYPES, write_positions  # noqa: E402
 from run_migrations import migrate  # noqa: E402
-from tests.pgcluster import LocalCluster, free_port  # noqa: E402
+from tests.pgcluster import LocalCluster, free_port, timescaledb_installed  # noqa: E402
 from ts_shared import JimiClient, Settings, make_pool  # noqa: E402
 
 SIM_ENV = {
@@ -67,11 +73,26 @@ def make_rows(n: int, devices: int = 1000) -> list[PositionRow]:
     return rows[:n]
 
 
-def bench_write_path(url: str, n: int) -> dict[str, float]:
+def peak_rss_mb() -> float:
+    """This process's own peak resident set (VmHWM). `ru_maxrss` would not do: on Linux a
+    child starts with its parent's maximum and keeps it across exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux
+
+
+def bench_write_path(url: str, n: int, engine: str) -> dict[str, float]:
     rows = make_rows(n)
     rules = QualityRules()
     with psycopg.connect(url) as conn:
         conn.execute("CREATE TABLE bench_raw (LIKE tracksolid.position_history INCLUDING ALL)")
+        if engine == "timescaledb":  # the baseline writes into a hypertable as well
+            conn.execute(
+                "SELECT create_hypertable('bench_raw', 'gps_time', chunk_time_interval =>"
+                " (SELECT d.time_interval FROM timescaledb_information.dimensions d"
+                "  WHERE d.hypertable_name = 'position_history'))"
+            )
         conn.commit()
         # Raw COPY of the same rows (the ceiling: no conflict handling, no flags).
         values = attrgetter(*POSITION_COLUMNS)
@@ -147,7 +168,7 @@ def sweep_child(url: str, api_url: str, naive: bool) -> None:
         rows = stats.inserted["position_history"]
     wall = time.perf_counter() - t0
     result: dict[str, float] = {"wall_s": wall, "rows": rows}
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = peak_rss_mb()
     if not naive:
         # The 30-minute track-list sweep over every device that moved (one call per device,
         # INGEST_API_CONCURRENCY in flight). Devices are registered as a device sync would.
@@ -160,12 +181,12 @@ def sweep_child(url: str, api_url: str, naive: bool) -> None:
         result["track_calls"] = track.calls
         result["track_rows"] = track.inserted["position_history"]
         result["concurrency"] = settings.ingest_api_concurrency
-        result["track_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        result["track_peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(result))
     pool.close()
 
 
-def bench_sweep(cluster: LocalCluster, devices: int) -> dict[str, dict[str, float]]:
+def bench_sweep(cluster: LocalCluster, devices: int, engine: str) -> dict[str, dict[str, float]]:
     port = free_port()
     sim = subprocess.Popen(
         [sys.executable, str(ROOT / "jimi_sim.py"), "--port", str(port), "--devices",
@@ -178,11 +199,11 @@ def bench_sweep(cluster: LocalCluster, devices: int) -> dict[str, dict[str, floa
         api_url = f"http://127.0.0.1:{port}/route/rest"
         results = {}
         for name, naive in (("worker", False), ("naive", True)):
-            db = f"sweep_{name}"
+            db = f"sweep_{name}_{engine}"
             with psycopg.connect(cluster.admin_url, autocommit=True) as conn:
                 conn.execute(f"CREATE DATABASE {db}")
             url = cluster.url(db)
-            migrate(url, Settings(_env_file=None, database_url=url))
+            migrate(url, engine_settings(url, engine))
             out = subprocess.run(
                 [sys.executable, __file__, "--sweep-child", url, api_url]
                 + (["--naive"] if naive else []),
@@ -195,43 +216,62 @@ def bench_sweep(cluster: LocalCluster, devices: int) -> dict[str, dict[str, floa
         sim.wait(10)
 
 
+def engine_settings(url: str, engine: str) -> Settings:
+    """Settings that build `engine`'s variant of the schema."""
+    use = "on" if engine == "timescaledb" else "off"
+    return Settings(_env_file=None, database_url=url, use_timescaledb=use)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--devices", type=int, default=10_000)
+    parser.add_argument(
+        "--engines",
+        default="timescaledb,plain" if timescaledb_installed() else "plain",
+        help="comma-separated: timescaledb, plain (default: both when TimescaleDB is installed)",
+    )
     parser.add_argument("--sweep-child", nargs=2, metavar=("DB_URL", "API_URL"))
     parser.add_argument("--naive", action="store_true")
     args = parser.parse_args()
     if args.sweep_child:
         sweep_child(args.sweep_child[0], args.sweep_child[1], args.naive)
         return
-    with LocalCluster(durable=True) as cluster:
-        with psycopg.connect(cluster.admin_url, autocommit=True) as conn:
-            conn.execute("CREATE DATABASE bench_write")
-        url = cluster.url("bench_write")
-        migrate(url, Settings(_env_file=None, database_url=url))
-        w = bench_write_path(url, args.rows)
-        print(f"position write path, {w['rows']:,} rows in batches of 10,000:")
-        print(f"  raw binary COPY (baseline)   {w['raw_copy_rows_s']:>10,.0f} rows/s")
-        print(f"  worker writer (new rows)     {w['writer_rows_s']:>10,.0f} rows/s"
-              f"   = {w['ratio']:.2f} x raw COPY")  # fmt: skip
-        print(f"  worker writer (re-poll, 0 new){w['repoll_rows_s']:>9,.0f} rows/s")
-        s = bench_sweep(cluster, args.devices)
-        print(f"live sweep of {args.devices:,} devices (3 accounts, simulator in its own process):")
+    engines = [e for e in args.engines.split(",") if e]
+    with LocalCluster(durable=True, timescaledb="timescaledb" in engines) as cluster:
+        writes, sweeps = {}, {}
+        for engine in engines:
+            with psycopg.connect(cluster.admin_url, autocommit=True) as conn:
+                conn.execute(f"CREATE DATABASE bench_write_{engine}")
+            url = cluster.url(f"bench_write_{engine}")
+            migrate(url, engine_settings(url, engine))
+            writes[engine] = bench_write_path(url, args.rows, engine)
+        for engine in engines:
+            sweeps[engine] = bench_sweep(cluster, args.devices, engine)
+    print(f"position write path, {args.rows:,} rows in batches of 10,000 (rows/s):")
+    print(f"  {'engine':<12} {'raw COPY':>10} {'writer':>10} {'ratio':>6} {'re-poll':>10}")
+    for engine, w in writes.items():
+        print(
+            f"  {engine:<12} {w['raw_copy_rows_s']:>10,.0f} {w['writer_rows_s']:>10,.0f}"
+            f" {w['ratio']:>5.2f}x {w['repoll_rows_s']:>10,.0f}"
+        )
+    print(f"live sweep of {args.devices:,} devices (3 accounts, simulator in its own process):")
+    for engine, s in sweeps.items():
         for name in ("worker", "naive"):
             r = s[name]
-            print(f"  {name:<7} wall {r['wall_s']:6.2f} s   rows {r['rows']:>6}"
-                  f"   peak RSS {r['peak_rss_mb']:6.1f} MB")  # fmt: skip
+            print(
+                f"  {engine:<12} {name:<7} wall {r['wall_s']:6.2f} s   rows {r['rows']:>6.0f}"
+                f"   peak RSS {r['peak_rss_mb']:6.1f} MB"
+            )
+    print("track-list sweep (last 30 min, every device that moved):")
+    for engine, s in sweeps.items():
         w = s["worker"]
         print(
-            f"track-list sweep (last 30 min, every device that moved, "
-            f"{w['concurrency']:.0f} calls in flight):"
-        )
-        print(
-            f"  worker  wall {w['track_wall_s']:6.2f} s   calls {w['track_calls']:>6.0f}"
+            f"  {engine:<12} wall {w['track_wall_s']:6.2f} s   calls {w['track_calls']:>6.0f}"
             f"   rows {w['track_rows']:>7.0f}   peak RSS {w['track_peak_rss_mb']:6.1f} MB"
+            f"   ({w['concurrency']:.0f} calls in flight)"
         )
-        print(f"  cpu count {os.cpu_count()}")
+    print(f"  cpu count {os.cpu_count()}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything `make test` / `make demo` need on a fresh machine of this kind:
 #   uv (via pip) · Python 3.12 deps (uv sync, locked) · PostGIS for the local PostgreSQL ·
-#   node packages of the TimescaleDB smoke server · (optionally) Debian chromium.
+#   TimescaleDB from ../shared/tools/timescaledb (upgrading the PostgreSQL minor release when
+#   the extension needs it) · Leaflet from npm · (optionally) Debian chromium.
 # Idempotent: each step checks first and is quick when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,23 +62,54 @@ if [[ -z "${TEST_DATABASE_URL:-}" ]]; then
   fi
 fi
 
-# 4. TimescaleDB smoke server (WASM) -----------------------------------------------------------
-if [[ "${SKIP_NODE:-0}" != 1 ]]; then
-  WASM_SRC=${TIMESCALE_WASM_SRC:-tests/timescale_wasm}
-  WASM_DIR=.cache/timescale-wasm
-  if [[ ! -d "$WASM_DIR/node_modules/@unni-craftsman" ]]; then
-    if ! command -v npm >/dev/null 2>&1; then
-      echo "npm is needed for the TimescaleDB smoke test (install nodejs + npm)." >&2; exit 1
+# 4. TimescaleDB for the local PostgreSQL (the production engine) -------------------------------
+# From ../shared/tools/timescaledb (prebuilt 2.28.3 for PostgreSQL 15) when that folder exists;
+# without it the suite runs on plain PostgreSQL + PostGIS only and says so.
+TSDB_TOOL=${TIMESCALEDB_TOOL:-../shared/tools/timescaledb}
+if [[ -z "${TEST_DATABASE_URL:-}" && "${TEST_ENGINE:-}" != plain ]]; then
+  if [[ -x "$TSDB_TOOL/install.sh" ]]; then
+    PKGLIB=$("$PG_BIN_DIR/pg_config" --pkglibdir 2>/dev/null || echo "/usr/lib/postgresql/$PG_MAJOR/lib")
+    if [[ ! -f "$SHAREDIR/extension/timescaledb.control" ]]; then
+      if [[ $(id -u) -ne 0 ]]; then
+        echo "TimescaleDB is not installed: run as root $TSDB_TOOL/install.sh" \
+             "(or TEST_ENGINE=plain make test for plain PostgreSQL only)." >&2
+        exit 1
+      fi
+      log "installing TimescaleDB from $TSDB_TOOL"
+      "$TSDB_TOOL/install.sh" >/dev/null
     fi
-    if [[ ! -f "$WASM_SRC/server.mjs" ]]; then
-      echo "timescale-wasm sources not found at $WASM_SRC (set TIMESCALE_WASM_SRC)." >&2; exit 1
+    # The extension is built against the newest PostgreSQL $PG_MAJOR minor release in Debian;
+    # an older server binary lacks symbols it needs ("undefined symbol" at start-up).
+    missing_symbols() {  # symbols the extension needs that neither postgres nor its libraries define
+      command -v nm >/dev/null 2>&1 || return 1
+      comm -23 \
+        <(nm -D --undefined-only "$PKGLIB"/timescaledb.so "$PKGLIB"/timescaledb-[0-9]*.so 2>/dev/null \
+            | awk '$1 == "U" {sub(/@.*/, "", $2); print $2}' | sort -u) \
+        <(for f in "$PG_BIN_DIR/postgres" $(ldd "$PG_BIN_DIR/postgres" | awk '$3 ~ /^\// {print $3}'); do
+            nm -D --defined-only "$f" 2>/dev/null | awk '{sub(/@.*/, "", $3); print $3}'
+          done | sort -u) | grep -q .
+    }
+    if missing_symbols; then
+      if [[ $(id -u) -ne 0 ]]; then
+        echo "TimescaleDB needs a newer PostgreSQL $PG_MAJOR minor release: run as root" \
+             "apt-get install --only-upgrade postgresql-$PG_MAJOR" >&2
+        exit 1
+      fi
+      log "upgrading postgresql-$PG_MAJOR (TimescaleDB was built for a newer minor release)"
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -q >/dev/null
+      apt-get install -y -q --only-upgrade "postgresql-$PG_MAJOR" "postgresql-client-$PG_MAJOR" >/dev/null
+      if missing_symbols; then
+        echo "TimescaleDB from $TSDB_TOOL does not load into PostgreSQL" \
+             "$("$PG_BIN_DIR/postgres" --version): rebuild it (see its README)" >&2
+        exit 1
+      fi
     fi
-    log "npm install timescale-wasm into $WASM_DIR"
-    mkdir -p "$WASM_DIR"
-    cp "$WASM_SRC/package.json" "$WASM_SRC/server.mjs" "$WASM_DIR/"
-    (cd "$WASM_DIR" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
+  elif [[ ! -f "$SHAREDIR/extension/timescaledb.control" ]]; then
+    log "TimescaleDB not found ($TSDB_TOOL): the tests run on plain PostgreSQL + PostGIS only"
   fi
 fi
+
 # 5. Operator page: the map library from npm (served by dashboard_api, never from a CDN) --------
 if [[ ! -f web/node_modules/leaflet/dist/leaflet.js ]]; then
   if ! command -v npm >/dev/null 2>&1; then

@@ -42,7 +42,6 @@ from run_migrations import migrate, timescaledb_state  # noqa: E402
 from tests.pgcluster import LocalCluster, free_port, timescaledb_installed  # noqa: E402
 from ts_shared import Settings, make_pool, make_s3_client  # noqa: E402
 
-
 TIMESCALEDB, PLAIN = "timescaledb", "plain"
 # Which engine each database this session created was built for (by name); `test_settings`
 # reads it, so a test's settings always match its database.
@@ -71,11 +70,6 @@ def available_engines() -> list[str]:
     return engines
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "both_engines: run each test on TimescaleDB and on plain")
-    config.addinivalue_line("markers", "timescaledb_only: needs the TimescaleDB engine")
-
-
 def pytest_report_header(config: pytest.Config) -> str:
     engines = available_engines()
     if TIMESCALEDB in engines:
@@ -88,9 +82,7 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "engine" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
-        "both_engines"
-    ):
+    if "engine" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_engines"):
         metafunc.parametrize("engine", available_engines(), indirect=True)
 
 
@@ -184,8 +176,8 @@ def create_database(
     admin_url: str, name: str, template: str | None = None, engine: str | None = None
 ) -> str:
     """CREATE DATABASE (optionally from a template) for `engine` and return its URL."""
-    ENGINE_OF[name] = engine or (ENGINE_OF.get(template, "") if template else "") or (
-        available_engines()[0]
+    ENGINE_OF[name] = (
+        engine or (ENGINE_OF.get(template, "") if template else "") or (available_engines()[0])
     )
     with psycopg.connect(admin_url, autocommit=True) as conn:
         query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
@@ -273,6 +265,20 @@ def db_url(pg_admin_url: str, template_db: str) -> Iterator[str]:
     url = create_database(pg_admin_url, name, template=template_db)
     yield url
     drop_database(pg_admin_url, name)
+
+
+@pytest.fixture
+def twin_dbs(pg_admin_url: str, engine_templates: dict[str, str]) -> Iterator[dict[str, str]]:
+    """A migrated database of each engine on the same server (tests that compare the engines
+    on the same data; mark them `timescaledb_only`)."""
+    urls: dict[str, str] = {}
+    for engine in (TIMESCALEDB, PLAIN):
+        name = f"twin_{engine[:5]}_{uuid.uuid4().hex[:8]}"
+        template = template_for(pg_admin_url, engine_templates, engine)
+        urls[engine] = create_database(pg_admin_url, name, template=template)
+    yield urls
+    for url in urls.values():
+        drop_database(pg_admin_url, str(psycopg.conninfo.conninfo_to_dict(url)["dbname"]))
 
 
 @pytest.fixture

@@ -413,3 +413,16 @@ def seed_fleet(conn: Conn) -> Fleet:
     add_ingestion_log(conn, "job", "refresh_cagg", ok=True, logged_at=now)
     refresh_reporting(conn)
     return fleet
+
+
+CLOCK_KEYS = frozenset({"generated_at", "fix_age_s"})
+
+
+def without_clock(doc: Any) -> Any:
+    """A read-API answer without the values that move with the wall clock between two calls
+    (`generated_at`, `fix_age_s`), to compare answers taken a moment apart."""
+    if isinstance(doc, dict):
+        return {k: without_clock(v) for k, v in doc.items() if k not in CLOCK_KEYS}
+    if isinstance(doc, list):
+        return [without_clock(v) for v in doc]
+    return doc

@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from fastapi.testclient import TestClient
 from psycopg import sql
 
 from backup import pg_backup, retention
@@ -30,8 +31,19 @@ from backup.retention import (
     parse_dump_time,
     select_to_keep,
 )
+from dashboard_api import create_app
+from ingest.jobs import refresh_daily_rollup
 from run_migrations import migrate
-from tests.conftest import ROOT, create_database, drop_database, test_settings, url_for
+from tests.conftest import (
+    ROOT,
+    TIMESCALEDB,
+    create_database,
+    drop_database,
+    engine_of,
+    test_settings,
+    url_for,
+)
+from tests.factories import without_clock
 from ts_shared import Settings, make_s3_client
 
 APP_SCHEMAS = ("tracksolid", "reporting", "tickets", "fuel")
@@ -267,9 +279,11 @@ def seed(url: str) -> None:
             "INSERT INTO fuel.records (id, raw) VALUES ('1', %s::jsonb)",
             ('{"id": 1, "car": "KCA 100Q", "litres": "40", "department": "Field Ops"}',),
         )
-        # pg_restore refreshes materialized views: make the source's current as well.
+        # pg_restore refreshes materialized views: make the source's current as well (the
+        # daily roll-up is a continuous aggregate on TimescaleDB, refreshed its own way).
         views = conn.execute(
-            "SELECT schemaname, matviewname FROM pg_matviews WHERE schemaname = ANY(%s)",
+            "SELECT schemaname, matviewname FROM pg_matviews WHERE schemaname = ANY(%s)"
+            " AND matviewname <> 'v_mileage_daily_cagg'",
             (list(APP_SCHEMAS),),
         ).fetchall()
         for schema, name in views:
@@ -278,16 +292,19 @@ def seed(url: str) -> None:
                     sql.Identifier(schema), sql.Identifier(name)
                 )
             )
+        refresh_daily_rollup(conn)
 
 
 def table_counts(url: str) -> dict[str, int]:
-    """count(*) of every table and populated materialized view in the app schemas."""
+    """count(*) of every table and populated materialized view in the app schemas, the daily
+    roll-up (a view over its materialization on TimescaleDB) included."""
     counts: dict[str, int] = {}
     with psycopg.connect(url, autocommit=True) as conn:
         rels = conn.execute(
             "SELECT n.nspname, c.relname"
             " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE n.nspname = ANY(%s) AND c.relkind IN ('r', 'p', 'm') AND c.relispopulated"
+            " WHERE n.nspname = ANY(%s) AND (c.relkind IN ('r', 'p', 'm') AND c.relispopulated"
+            "  OR (n.nspname, c.relname) = ('tracksolid', 'v_mileage_daily_cagg'))"
             " ORDER BY 1, 2",
             (list(APP_SCHEMAS),),
         ).fetchall()
@@ -334,10 +351,75 @@ def for_db(settings: Settings, url: str, **overrides: Any) -> Settings:
     return Settings(_env_file=None, **values)
 
 
+def timescale_facts(url: str) -> dict[str, Any]:
+    """What a TimescaleDB restore must bring back besides the rows: hypertables, compressed
+    chunks, the continuous aggregate and its materialized rows, the policies."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        hypertables = conn.execute(
+            "SELECT hypertable_name, compression_enabled FROM timescaledb_information.hypertables"
+            " WHERE hypertable_schema = 'tracksolid' ORDER BY 1"
+        ).fetchall()
+        compressed = conn.execute(
+            "SELECT hypertable_name, count(*) FROM timescaledb_information.chunks"
+            " WHERE hypertable_schema = 'tracksolid' AND is_compressed GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        cagg = conn.execute(
+            "SELECT format('%I.%I', materialization_hypertable_schema,"
+            " materialization_hypertable_name), materialized_only"
+            " FROM timescaledb_information.continuous_aggregates"
+        ).fetchone()
+        assert cagg is not None
+        materialized = conn.execute(
+            sql.SQL("SELECT count(*) FROM {}").format(sql.SQL(str(cagg[0])))
+        ).fetchone()
+        jobs = conn.execute(
+            "SELECT proc_name, coalesce(hypertable_name, '') FROM timescaledb_information.jobs"
+            " WHERE proc_name LIKE 'policy_%' ORDER BY 1, 2"
+        ).fetchall()
+    return {
+        "hypertables": hypertables,
+        "compressed": compressed,
+        "realtime": cagg[1] is False,
+        "materialized": materialized,
+        "jobs": jobs,
+    }
+
+
+def read_api(url: str) -> dict[str, Any]:
+    """The read-API's answers on a database (live map, a track, trips, summary, filters)."""
+    settings = test_settings(url, vtrips_refresh_interval_s=0)
+    window = {"start": "2026-03-09T00:00:00Z", "end": "2026-03-10T00:00:00Z"}
+    days = {"start": "2026-03-09", "end": "2026-03-10"}
+    answers: dict[str, Any] = {}
+    with TestClient(create_app(settings)) as client:
+        for name, response in (
+            ("live", client.get("/webhook/live-positions")),
+            ("trips", client.post("/webhook/fleet-dashboard", json=window)),
+            ("filters", client.get("/analytics/filters")),
+            ("utilisation", client.get("/analytics/utilisation", params=days)),
+        ):
+            assert response.status_code == 200, (name, response.text)
+            answers[name] = without_clock(response.json())
+    assert answers["live"]["features"] and answers["trips"]["features"]
+    return answers
+
+
+@pytest.mark.both_engines
 def test_dump_restore_round_trip(
     db_url: str, empty_db: str, s3_settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     seed(db_url)
+    timescale = engine_of(db_url) == TIMESCALEDB
+    if timescale:  # production's state: old chunks compressed, the roll-up materialized
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute("SELECT _timescaledb_functions.stop_background_workers()")
+            conn.execute(
+                "SELECT compress_chunk(c) FROM show_chunks('tracksolid.position_history') c"
+            )
+        source_facts = timescale_facts(db_url)
+        assert source_facts["compressed"] == [("position_history", 1)]
+        assert source_facts["materialized"] == (3,) and source_facts["realtime"]
+    source_answers = read_api(db_url)
     source_counts = table_counts(db_url)
     assert source_counts["tracksolid.position_history"] == 120
     assert source_counts["tracksolid.v_mileage_daily_cagg"] == 3
@@ -376,6 +458,10 @@ def test_dump_restore_round_trip(
     # Runbook step: the migration runner on a restored database only re-applies the grants.
     report = migrate(empty_db, test_settings(empty_db))
     assert (report.applied, report.skipped) == ([], [])
+    if timescale:
+        assert timescale_facts(empty_db) == source_facts
+    # The restored database answers the read-API exactly as the source did.
+    assert read_api(empty_db) == source_answers
 
 
 def test_restore_creates_the_target_database(

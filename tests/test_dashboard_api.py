@@ -24,6 +24,9 @@ from tests.factories import Fleet, seed_fleet
 LON_RANGE = (29.0, 42.0)
 LAT_RANGE = (-5.0, 2.0)
 
+# Production runs TimescaleDB; plain PostgreSQL + PostGIS stays supported: both, every test.
+pytestmark = pytest.mark.both_engines
+
 
 def assert_position(coords: Any) -> None:
     assert isinstance(coords, list) and len(coords) == 2, coords

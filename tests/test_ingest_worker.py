@@ -26,6 +26,9 @@ from jimi_sim import SimConfig, SimServer
 from tests.conftest import ROOT, test_settings
 from ts_shared import JimiClient, Settings
 
+# Production runs TimescaleDB; plain PostgreSQL + PostGIS stays supported: both, every test.
+pytestmark = pytest.mark.both_engines
+
 T = datetime(2026, 11, 24, 13, 0, 0, tzinfo=UTC)  # mid-working-day in EAT
 DAY = timedelta(days=1)
 

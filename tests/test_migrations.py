@@ -12,6 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from ingest.jobs import refresh_daily_rollup
 from run_migrations import (
     MIGRATIONS_DIR,
     ChangedMigrationError,
@@ -19,7 +20,6 @@ from run_migrations import (
     migrate,
     split_statements,
 )
-from ingest.jobs import refresh_daily_rollup
 from tests.conftest import ROOT, TIMESCALEDB, engine_of, test_settings
 from tests.pgcluster import LocalCluster, timescaledb_installed
 

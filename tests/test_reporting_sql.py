@@ -1,6 +1,5 @@
-"""The reporting layer in SQL: views and functions, the read-only role, and both database
-variants (plain PostgreSQL + PostGIS here; TimescaleDB on the WASM server, which has no
-PostGIS — the reporting SQL uses none, so the same files run there unchanged).
+"""The reporting layer in SQL: views and functions, the read-only role — on both engines
+(TimescaleDB + PostGIS and plain PostgreSQL + PostGIS), which must answer the same.
 """
 
 from __future__ import annotations
@@ -14,19 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from dashboard_api import create_app
-from run_migrations import migrate
-from tests.conftest import test_settings
+from tests.conftest import PLAIN, TIMESCALEDB, test_settings
 from tests.factories import Fleet, seed_fleet
-from tests.test_timescale import SMOKE_FILES, timescale_url  # noqa: F401 - the fixture
 
-REPORTING_FILES = {
-    "0301_reporting_refresh_log.sql",
-    "0302_reporting_v_trips.sql",
-    "R__analytics_helpers.sql",
-    "R__analytics_views.sql",
-    "R__reporting_core.sql",
-    "R__reporting_geojson.sql",
-}
+pytestmark = pytest.mark.both_engines
 
 
 @pytest.fixture
@@ -245,37 +235,16 @@ def reporting_answers(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     }
 
 
-@pytest.mark.timescale
-def test_timescaledb_and_plain_variants_answer_the_same(
-    timescale_url: str,  # noqa: F811 - the imported fixture
-    fleet_conn: tuple[psycopg.Connection[Any], Fleet],
-) -> None:
-    plain_conn, _ = fleet_conn
-    plain = reporting_answers(plain_conn)
-
-    settings = test_settings(timescale_url)
-    wanted = SMOKE_FILES | REPORTING_FILES
-    report = migrate(timescale_url, settings, select=wanted.__contains__, manage_roles=False)
-    assert set(report.applied) >= REPORTING_FILES
-    # PGlite's wire shim does not keep prepared statements apart: never prepare.
-    with psycopg.connect(timescale_url, autocommit=True, prepare_threshold=None) as ts:
-        hypertable = scalar(
-            ts,
-            "SELECT count(*) FROM timescaledb_information.hypertables"
-            " WHERE hypertable_name = 'position_history'",
-        )
-        assert hypertable == 1, "the track must be read from a hypertable here"
-        for table in (
-            "devices",
-            "live_positions",
-            "position_history",
-            "trips",
-            "parking_events",
-            "alarms",
-            "ingestion_log",
-        ):
-            ts.execute(f"TRUNCATE tracksolid.{table}")
-        seed_fleet(ts)
-        ts.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY reporting.v_trips")
-        timescale = reporting_answers(ts)
-    assert timescale == plain
+@pytest.mark.timescaledb_only
+def test_timescaledb_and_plain_answer_the_same(twin_dbs: dict[str, str]) -> None:
+    answers = {}
+    for engine, url in twin_dbs.items():
+        with psycopg.connect(url, autocommit=True) as conn:
+            extension = scalar(
+                conn, "SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'"
+            )
+            assert extension == (1 if engine == TIMESCALEDB else 0), engine
+            seed_fleet(conn)
+            conn.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY reporting.v_trips")
+            answers[engine] = reporting_answers(conn)
+    assert answers[TIMESCALEDB] == answers[PLAIN]

@@ -1,124 +1,54 @@
-"""TimescaleDB smoke test: the TimescaleDB-only migrations on a real TimescaleDB (WASM build).
-
-`tests/timescale_wasm` (a copy of the workplace tool shared/tools/timescale-wasm) serves
-PostgreSQL 17 + TimescaleDB over the wire protocol (no PostGIS, one connection at a time).
-`make test` installs its node packages into `.cache/timescale-wasm`; this test fails (never
-skips) with a clear message if they are missing. The core + TimescaleDB files are applied with
-the real runner, then we check the hypertables, the continuous aggregate, compression settings
-and the policies, and that the idempotent writes the ingest worker relies on work against a
-hypertable.
-"""
+"""The TimescaleDB layer of the schema on the real extension: hypertables, compression
+settings, the continuous aggregate (real-time) and the policies, re-applied when their
+settings change; the worker's idempotent writes against a hypertable."""
 
 from __future__ import annotations
-
-import os
-import shutil
-import subprocess
-import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
 
 from run_migrations import migrate
-from tests.conftest import ROOT, test_settings
-from tests.pgcluster import free_port
+from tests.conftest import test_settings
 
-WASM_DIR = Path(os.environ.get("TIMESCALE_WASM_DIR", ROOT / ".cache" / "timescale-wasm"))
-# PostGIS-dependent files cannot run there; everything else up to the TimescaleDB layer does.
-SMOKE_FILES = {
-    "0001_core_schema.sql",
-    "0003_timescale_hypertables.sql",
-    "0003_plain_indexes.sql",
-    "0004_timescale_mileage_cagg.sql",
-    "0004_plain_mileage_daily.sql",
-    "R__timescale_policies.sql",
-}
+pytestmark = pytest.mark.timescaledb_only
+
+HYPERTABLES = {"position_history", "heartbeats", "fuel_readings", "temperature_readings"}
 
 
-@pytest.fixture(scope="module")
-def timescale_url() -> Iterator[str]:
-    node = shutil.which("node")
-    server = WASM_DIR / "server.mjs"
-    if node is None or not (WASM_DIR / "node_modules" / "@unni-craftsman").exists():
-        pytest.fail(
-            f"timescale-wasm is not installed in {WASM_DIR}: run `make timescale-wasm` "
-            "(needs node + npm); `make test` does it for you"
-        )
-    port = free_port()
-    proc = subprocess.Popen(
-        [node, str(server), str(port)],
-        cwd=WASM_DIR,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        assert proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if line.startswith(f"ready {port}"):
-                break
-            if proc.poll() is not None:
-                pytest.fail(f"timescale-wasm exited: {line}")
-        else:
-            pytest.fail("timescale-wasm did not start in 120 s")
-        yield f"host=127.0.0.1 port={port} user=postgres password=x dbname=postgres sslmode=disable"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+def policies(conn: psycopg.Connection[tuple[object, ...]]) -> set[tuple[str, str]]:
+    rows = conn.execute(
+        "SELECT proc_name, coalesce(hypertable_name, '') FROM timescaledb_information.jobs"
+        " WHERE proc_name LIKE 'policy_%'"
+    ).fetchall()
+    return {(str(r[0]), str(r[1])) for r in rows}
 
 
-def test_timescale_migrations_create_hypertables_cagg_and_policies(timescale_url: str) -> None:
-    settings = test_settings(timescale_url, timescale_retention="400 days")
-    report = migrate(timescale_url, settings, select=SMOKE_FILES.__contains__, manage_roles=False)
-    assert "0003_timescale_hypertables.sql" in report.applied
-    assert "0004_timescale_mileage_cagg.sql" in report.applied
-    assert "0003_plain_indexes.sql" in report.skipped, "plain variant skipped when Timescale is on"
-    assert "0004_plain_mileage_daily.sql" in report.skipped
-
-    # PGlite's wire shim does not keep prepared statements apart: never prepare.
-    with psycopg.connect(timescale_url, autocommit=True, prepare_threshold=None) as conn:
-        hypertables = {
-            r[0]
-            for r in conn.execute(
-                "SELECT hypertable_name FROM timescaledb_information.hypertables"
-                " WHERE hypertable_schema = 'tracksolid'"
-            ).fetchall()
-        }
-        assert hypertables == {
-            "position_history",
-            "heartbeats",
-            "fuel_readings",
-            "temperature_readings",
+def test_hypertables_cagg_compression_and_policies(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        hypertables = conn.execute(
+            "SELECT hypertable_name, compression_enabled FROM timescaledb_information.hypertables"
+            " WHERE hypertable_schema = 'tracksolid'"
+        ).fetchall()
+        assert dict(hypertables) == dict.fromkeys(HYPERTABLES, True)
+        segmentby = conn.execute(
+            "SELECT hypertable_name, attname FROM timescaledb_information.compression_settings"
+            " WHERE hypertable_schema = 'tracksolid' AND segmentby_column_index IS NOT NULL"
+            " ORDER BY 1, segmentby_column_index"
+        ).fetchall()
+        assert set(segmentby) == {(t, "imei") for t in HYPERTABLES} | {
+            ("temperature_readings", "sensor")
         }
         caggs = conn.execute(
-            "SELECT view_name FROM timescaledb_information.continuous_aggregates"
+            "SELECT view_name, materialized_only, view_owner::text"
+            " FROM timescaledb_information.continuous_aggregates"
         ).fetchall()
-        assert caggs == [("v_mileage_daily_cagg",)]
-        jobs = {
-            r[0]
-            for r in conn.execute(
-                "SELECT proc_name FROM timescaledb_information.jobs"
-                " WHERE hypertable_schema = 'tracksolid' OR hypertable_name IS NOT NULL"
-            ).fetchall()
+        assert caggs == [("v_mileage_daily_cagg", False, "tracksolid_owner")]
+        jobs = policies(conn)
+        assert {j for j in jobs if j[0] == "policy_compression"} == {
+            ("policy_compression", t) for t in HYPERTABLES
         }
-        expected_jobs = {
-            "policy_compression",
-            "policy_retention",
-            "policy_refresh_continuous_aggregate",
-        }
-        assert expected_jobs <= jobs
-        compressed = conn.execute(
-            "SELECT compression_enabled FROM timescaledb_information.hypertables"
-            " WHERE hypertable_name = 'position_history'"
-        ).fetchone()
-        assert compressed == (True,)
+        assert len({j for j in jobs if j[0] == "policy_refresh_continuous_aggregate"}) == 1
+        assert not {j for j in jobs if j[0] == "policy_retention"}, "retention is off by default"
 
         # The worker's idempotent write path works on the hypertable.
         insert = (
@@ -135,23 +65,30 @@ def test_timescale_migrations_create_hypertables_cagg_and_policies(timescale_url
             cur.executemany(insert, rows)
             cur.executemany(insert, rows)  # re-poll: nothing new
         assert conn.execute("SELECT count(*) FROM tracksolid.position_history").fetchone() == (3,)
-        conn.execute(
-            "CALL refresh_continuous_aggregate('tracksolid.v_mileage_daily_cagg', NULL, NULL)"
-        )
+        # Real-time aggregation: the roll-up answers before any refresh.
         daily = conn.execute(
             "SELECT imei, day::date::text, fixes, max_mileage_km - min_mileage_km"
             " FROM tracksolid.v_mileage_daily_cagg ORDER BY imei, day"
         ).fetchall()
         assert daily == [("A", "2026-11-20", 2, 30.5), ("B", "2026-11-21", 1, 0.0)]
 
-    # A second run is a no-op; changing a setting re-applies only the policy file.
-    again = migrate(timescale_url, settings, select=SMOKE_FILES.__contains__, manage_roles=False)
-    assert again.applied == []
-    changed = test_settings(timescale_url, timescale_retention="off")
-    third = migrate(timescale_url, changed, select=SMOKE_FILES.__contains__, manage_roles=False)
-    assert third.applied == ["R__timescale_policies.sql"]
-    with psycopg.connect(timescale_url) as conn:
-        retention = conn.execute(
-            "SELECT count(*) FROM timescaledb_information.jobs WHERE proc_name = 'policy_retention'"
-        ).fetchone()
-    assert retention == (0,)
+
+def test_policy_settings_are_reapplied_when_changed(db_url: str) -> None:
+    settings = test_settings(db_url)
+    assert migrate(db_url, settings).applied == []  # the template is up to date
+    retained = test_settings(db_url, timescale_retention="400 days", timescale_compress_after="off")
+    assert "R__timescale_policies.sql" in migrate(db_url, retained).applied
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        jobs = policies(conn)
+        assert {("policy_retention", t) for t in HYPERTABLES} <= jobs
+        assert not {j for j in jobs if j[0] == "policy_compression"}
+        drop_after = conn.execute(
+            "SELECT DISTINCT config->>'drop_after' FROM timescaledb_information.jobs"
+            " WHERE proc_name = 'policy_retention'"
+        ).fetchall()
+        assert drop_after == [("400 days",)]
+    assert "R__timescale_policies.sql" in migrate(db_url, settings).applied
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        jobs = policies(conn)
+    assert not {j for j in jobs if j[0] == "policy_retention"}
+    assert {("policy_compression", t) for t in HYPERTABLES} <= jobs

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,15 +27,8 @@ from ingest.quality import QualityRules
 from ingest.writers import write_positions
 from run_migrations import MigrationError, migrate
 from tests import push_factories as pf
-from tests.conftest import (
-    PLAIN,
-    TIMESCALEDB,
-    create_database,
-    drop_database,
-    template_for,
-    test_settings,
-)
-from tests.factories import Fleet, seed_fleet
+from tests.conftest import PLAIN, TIMESCALEDB, test_settings
+from tests.factories import Fleet, seed_fleet, without_clock
 from webhook_receiver import create_app as create_receiver
 
 pytestmark = pytest.mark.timescaledb_only
@@ -97,15 +88,6 @@ def add_sensor_rows(conn: psycopg.Connection[Any], imei: str, start: datetime) -
             " temperature_c) VALUES (%s, %s, 'T1', %s)",
             (imei, at, 20 + hours / 10),
         )
-
-
-def without_clock(doc: Any) -> Any:
-    """The answer without its `generated_at` stamps (the only thing allowed to differ)."""
-    if isinstance(doc, dict):
-        return {k: without_clock(v) for k, v in doc.items() if k != "generated_at"}
-    if isinstance(doc, list):
-        return [without_clock(v) for v in doc]
-    return doc
 
 
 def read_api_answers(client: TestClient, fleet: Fleet) -> dict[str, Any]:
@@ -292,9 +274,7 @@ def test_retention_removes_only_old_hypertable_chunks(db_url: str) -> None:
 
         cutoff = now - timedelta(days=30)
         oldest = {
-            table: conn.execute(
-                f"SELECT min({column}) FROM tracksolid.{table}"
-            ).fetchone()
+            table: conn.execute(f"SELECT min({column}) FROM tracksolid.{table}").fetchone()
             for table, column in (
                 ("position_history", "gps_time"),
                 ("heartbeats", "gate_time"),
@@ -328,20 +308,6 @@ def test_retention_removes_only_old_hypertable_chunks(db_url: str) -> None:
 
 
 # ── the two engines agree ─────────────────────────────────────────────────────────────────
-
-
-@pytest.fixture
-def twin_dbs(pg_admin_url: str, engine_templates: dict[str, str]) -> Iterator[dict[str, str]]:
-    """A migrated database of each engine, on the same server."""
-    urls: dict[str, str] = {}
-    for engine in (TIMESCALEDB, PLAIN):
-        template = template_for(pg_admin_url, engine_templates, engine)
-        urls[engine] = create_database(
-            pg_admin_url, f"twin_{engine[:5]}_{uuid.uuid4().hex[:8]}", template=template
-        )
-    yield urls
-    for url in urls.values():
-        drop_database(pg_admin_url, str(psycopg.conninfo.conninfo_to_dict(url)["dbname"]))
 
 
 def test_daily_mileage_is_the_same_on_both_engines(twin_dbs: dict[str, str]) -> None:

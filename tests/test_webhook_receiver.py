@@ -20,6 +20,9 @@ from ts_shared import Settings
 from webhook.spool import Spool
 from webhook_receiver import create_app
 
+# Production runs TimescaleDB; plain PostgreSQL + PostGIS stays supported: both, every test.
+pytestmark = pytest.mark.both_engines
+
 TOKEN = "s3cret-push-token"
 
 
