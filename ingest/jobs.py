@@ -712,10 +712,14 @@ def refresh_daily_rollup(conn: psycopg.Connection[Any]) -> str:
     has_caggs = conn.execute(
         "SELECT to_regclass('timescaledb_information.continuous_aggregates') IS NOT NULL"
     ).fetchone()
-    if has_caggs and has_caggs[0] and conn.execute(
-        "SELECT 1 FROM timescaledb_information.continuous_aggregates"
-        " WHERE view_schema = 'tracksolid' AND view_name = 'v_mileage_daily_cagg'"
-    ).fetchone():
+    if (
+        has_caggs
+        and has_caggs[0]
+        and conn.execute(
+            "SELECT 1 FROM timescaledb_information.continuous_aggregates"
+            " WHERE view_schema = 'tracksolid' AND view_name = 'v_mileage_daily_cagg'"
+        ).fetchone()
+    ):
         kind = "continuous"
     else:
         row = conn.execute(
