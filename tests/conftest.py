@@ -20,6 +20,7 @@ DATABASE ... TEMPLATE`, a file copy of a few tens of milliseconds.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -62,8 +63,12 @@ def available_engines() -> list[str]:
         with psycopg.connect(url, autocommit=True) as conn:
             usable = timescaledb_state(conn) == "usable"
         engines = [TIMESCALEDB, PLAIN] if usable else [PLAIN]
+    elif timescaledb_installed() or (
+        os.environ.get("TEST_USE_DOCKER", "auto") != "never" and _docker_answers()
+    ):  # the local cluster preloads it; the timescaledb-ha image has it
+        engines = [TIMESCALEDB, PLAIN]
     else:
-        engines = [TIMESCALEDB, PLAIN] if timescaledb_installed() else [PLAIN]
+        engines = [PLAIN]
     if forced == TIMESCALEDB and TIMESCALEDB not in engines:
         raise pytest.UsageError("TEST_ENGINE=timescaledb but the server has no usable TimescaleDB")
     available_engines._cache = engines  # type: ignore[attr-defined]
@@ -101,6 +106,7 @@ def engine(request: pytest.FixtureRequest) -> str:
     return str(getattr(request, "param", available_engines()[0]))
 
 
+@functools.cache
 def _docker_answers() -> bool:
     if not shutil.which("docker"):
         return False

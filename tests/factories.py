@@ -418,11 +418,16 @@ def seed_fleet(conn: Conn) -> Fleet:
 CLOCK_KEYS = frozenset({"generated_at", "fix_age_s"})
 
 
-def without_clock(doc: Any) -> Any:
+# Today's utilisation counts the time elapsed so far: these grow between two calls as well.
+TODAY_KEYS = frozenset({"period_s", "parked_s", "utilisation_pct", "idle_pct"})
+
+
+def without_clock(doc: Any, keys: frozenset[str] = CLOCK_KEYS) -> Any:
     """A read-API answer without the values that move with the wall clock between two calls
-    (`generated_at`, `fix_age_s`), to compare answers taken a moment apart."""
+    (`generated_at`, `fix_age_s`; add TODAY_KEYS for utilisation), to compare answers taken a
+    moment apart."""
     if isinstance(doc, dict):
-        return {k: without_clock(v) for k, v in doc.items() if k not in CLOCK_KEYS}
+        return {k: without_clock(v, keys) for k, v in doc.items() if k not in keys}
     if isinstance(doc, list):
-        return [without_clock(v) for v in doc]
+        return [without_clock(v, keys) for v in doc]
     return doc
