@@ -1,6 +1,7 @@
 # One image for every service of the stack (docker-compose.yaml picks the command).
 #   docker build -t tracksolid-fleet .
-# Stages: `web` installs the operator page's map library from npm (no CDN at run time);
+# Stages: `web` installs the operator page's map library and the API docs' Swagger UI and
+# ReDoc from npm (no CDN at run time);
 # the final stage is python:3.12-slim + uv-installed locked dependencies + PostgreSQL 16
 # client tools (pg_dump/pg_restore must match the timescaledb-ha:pg16 server).
 
@@ -39,7 +40,11 @@ COPY pyproject.toml uv.lock ./
 RUN uv sync --frozen --no-dev --no-install-project
 
 COPY . .
-COPY --from=web /web/node_modules /app/web/node_modules
+# Only the files the pages serve (dashboard/operator.py STATIC_FILES), not the ~100 MB of
+# node_modules that redoc's package pulls in.
+COPY --from=web /web/node_modules/leaflet/dist /app/web/node_modules/leaflet/dist
+COPY --from=web /web/node_modules/swagger-ui-dist /app/web/node_modules/swagger-ui-dist
+COPY --from=web /web/node_modules/redoc/bundles /app/web/node_modules/redoc/bundles
 
 RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin app \
  && mkdir -p /app/var/spool \

@@ -7,8 +7,11 @@ Run it with `uvicorn dashboard_api:app` (or `python dashboard_api.py`). Endpoint
 - Reads go through the read-only role (`DASHBOARD_DATABASE_URL`); only the `v_trips`
   refresher (FIX-D02, `dashboard/refresher.py`) uses the read-write `DATABASE_URL`.
 - CORS origins come from `DASHBOARD_CORS_ORIGINS` (FIX-D03); with `DASHBOARD_API_KEYS` set,
-  every data endpoint needs `X-API-Key` or `Authorization: Bearer` (else 401).
-- Bad parameters → 422 `{"detail": "<what is wrong>"}`; database unavailable → 503.
+  every data endpoint needs `X-API-Key` or `Authorization: Bearer` (else 401); a key in the
+  URL (`?key=`) is always refused, and the access log redacts `key=` / `token=` values.
+- Every error is `{"detail": "<one sentence>"}` (dashboard/errors.py): bad parameters and
+  unknown filter values → 422, a body over 1 MiB → 413, database unavailable → 503, a query
+  cancelled by `DASHBOARD_STATEMENT_TIMEOUT_S` → 503.
 - Optional routers `dashboard/tickets.py` and `dashboard/fuel.py` (`router = APIRouter()`)
   are mounted when present, behind the same API-key check.
 """
@@ -23,23 +26,30 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import psycopg
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI
+from fastapi.middleware import Middleware
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from dashboard import operator
+from dashboard import apidocs, operator
 from dashboard.deps import require_api_key
-from dashboard.params import ParamError
+from dashboard.errors import install_error_handlers
 from dashboard.refresher import VTripsRefresher
 from dashboard.routes import data_router, health_router
-from ts_shared import Settings, make_pool, setup_logging
+from ts_shared import RedactSecretsFilter, Settings, make_pool, setup_logging
 
 log = logging.getLogger(__name__)
 
 OPTIONAL_ROUTERS = ("dashboard.tickets", "dashboard.fuel")
+
+
+def redact_access_log() -> None:
+    """Make uvicorn's access log print `key=***` / `token=***` instead of query values
+    (once per process, however many apps start)."""
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactSecretsFilter) for f in access.filters):
+        access.addFilter(RedactSecretsFilter())
 
 
 class SettingsCORSMiddleware:
@@ -78,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if current is None:  # the production path: `uvicorn dashboard_api:app`
             current = Settings()
             setup_logging(current.log_level)
+        redact_access_log()  # after uvicorn (and setup_logging) configured logging
         app.state.settings = current
         app.state.ro_pool = make_pool(
             current.dashboard_dsn(),
@@ -86,6 +97,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             name="dashboard_api",
             open_wait=False,  # start (and answer /health with 503) while the DB is down
             timeout=10.0,
+            # A runaway read is cancelled by the server and answered 503 (dashboard/errors.py).
+            statement_timeout_s=current.dashboard_statement_timeout_s,
         )
         stop = asyncio.Event()
         task: asyncio.Task[None] | None = None
@@ -128,43 +141,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "and dates in requests are East Africa Time (UTC+3). See docs/api.md."
         ),
         lifespan=lifespan,
+        # /docs and /redoc are dashboard/apidocs.py (assets from npm, no CDN, a strict CSP).
+        docs_url=None,
+        redoc_url=None,
+        middleware=[Middleware(operator.SecurityHeadersMiddleware)],
     )
     app.add_middleware(SettingsCORSMiddleware)
-    app.add_exception_handler(ParamError, _param_error)
-    app.add_exception_handler(psycopg.errors.InvalidParameterValue, _sql_param_error)
-    app.add_exception_handler(PoolTimeout, _db_unavailable)
-    app.add_exception_handler(psycopg.OperationalError, _db_unavailable)
+    install_error_handlers(app)  # every 4xx/5xx is {"detail": "<one sentence>"}
     app.include_router(health_router)
     app.include_router(data_router)
     # The operator page (static; its data calls go through the routes above).
     app.include_router(operator.router)
-    operator.mount_static(app)
+    app.include_router(apidocs.router)
     for module_name in OPTIONAL_ROUTERS:
         if importlib.util.find_spec(module_name) is None:
             continue
         module = importlib.import_module(module_name)
         app.include_router(module.router, dependencies=[Depends(require_api_key)])
     return app
-
-
-async def _param_error(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=422)
-
-
-async def _sql_param_error(request: Request, exc: Exception) -> JSONResponse:
-    # The reporting functions raise SQLSTATE 22023 with a sentence meant for the caller.
-    diag = getattr(exc, "diag", None)
-    message = getattr(diag, "message_primary", None) or str(exc)
-    return JSONResponse({"detail": message}, status_code=422)
-
-
-async def _db_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    log.warning("database unavailable for %s: %s", request.url.path, type(exc).__name__)
-    return JSONResponse(
-        {"detail": "the database is unavailable, retry shortly"},
-        status_code=503,
-        headers={"Retry-After": "5"},
-    )
 
 
 app = create_app()

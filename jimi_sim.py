@@ -92,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # httpx logs every request URL at INFO, and the push URL may carry `?token=`.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     config = SimConfig(
         devices=args.devices,
         accounts=args.accounts,

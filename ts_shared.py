@@ -8,7 +8,6 @@ both down. See docs/configuration.md for every setting and docs/architecture not
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import logging
 import math
@@ -99,6 +98,7 @@ class Settings(BaseSettings):
 
     # Webhook receiver
     jimi_push_token: SecretStr | None = None
+    jimi_push_open: bool = False  # deliberately accept pushes without a token (no JIMI_PUSH_TOKEN)
     webhook_spool_dir: str = "var/spool"
     webhook_max_body_bytes: int = 1_048_576
 
@@ -109,6 +109,7 @@ class Settings(BaseSettings):
     )
     vtrips_refresh_interval_s: int = Field(default=300, ge=0)
     dashboard_api_keys: SecretStr | None = None
+    dashboard_statement_timeout_s: int = Field(default=15, ge=1, le=3600)  # read-API queries
 
     # S3 (rustfs or any S3-compatible store)
     rustfs_endpoint: str = "http://localhost:9000"
@@ -223,6 +224,41 @@ def setup_logging(level: str = "INFO") -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
+class RedactSecretsFilter(logging.Filter):
+    """Logging filter: the values of `token` / `key` query parameters (also `api_key`,
+    `access_token` ...) in a record's message and arguments become `***`.
+
+    uvicorn's access log passes the request path, query string included, in `record.args`:
+    attach it to the `uvicorn.access` logger (or its handler). The record is kept, never dropped.
+    """
+
+    # The names may come percent-encoded (`%74oken`): servers decode them, so must we.
+    _PARAM = re.compile(
+        r"(?i)(?<![\w%-])((?:[\w-]*[_-])?"
+        r"(?:(?:t|%74)(?:o|%6f)(?:k|%6b)(?:e|%65)(?:n|%6e)|(?:k|%6b)(?:e|%65)(?:y|%79))=)"
+        r"[^&\s\"'#]*"
+    )
+
+    @classmethod
+    def redact(cls, text: str) -> str:
+        """`text` with every `token=...` / `key=...` value replaced by `***`."""
+        if "=" not in text:
+            return text
+        return cls._PARAM.sub(r"\1***", text)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Redact in place; always True (the line is still logged)."""
+        if isinstance(record.msg, str):
+            record.msg = self.redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(self.redact(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.args, Mapping):
+            record.args = {
+                k: self.redact(v) if isinstance(v, str) else v for k, v in record.args.items()
+            }
+        return True
+
+
 # ─────────────────────────────────────────────────────────────────────────────
 # Database
 # ─────────────────────────────────────────────────────────────────────────────
@@ -250,6 +286,7 @@ def make_pool(
     open_wait: bool = True,
     timeout: float = 30.0,
     check: bool = True,
+    statement_timeout_s: float | None = None,
 ) -> ConnectionPool:
     """Open a psycopg pool whose connections are checked before each use.
 
@@ -257,7 +294,15 @@ def make_pool(
     trying in the background), which the webhook receiver needs to start and spool.
     `check=False` skips the per-borrow round trip; only for callers that treat a
     `psycopg.OperationalError` on a stale connection as routine (the webhook spools it).
+    `statement_timeout_s` makes the server cancel any statement of these connections that
+    runs longer (`psycopg.errors.QueryCanceled`), set at connect time as
+    `options=-c statement_timeout=<ms>` after any `options` already in `conninfo`.
     """
+    kwargs: dict[str, Any] = {"application_name": name}
+    if statement_timeout_s is not None:
+        given = psycopg.conninfo.conninfo_to_dict(conninfo).get("options") or ""
+        timeout_ms = max(1, round(statement_timeout_s * 1000))
+        kwargs["options"] = f"{given} -c statement_timeout={timeout_ms}".strip()
     pool = ConnectionPool(
         conninfo,
         min_size=min_size,
@@ -266,7 +311,7 @@ def make_pool(
         open=False,
         check=ConnectionPool.check_connection if check else None,
         timeout=timeout,
-        kwargs={"application_name": name},
+        kwargs=kwargs,
     )
     try:
         pool.open(wait=open_wait, timeout=timeout)
@@ -912,8 +957,3 @@ def make_s3_client(settings: Settings) -> S3Client:
             signature_version="s3v4",
         ),
     )
-
-
-def constant_time_equals(given: str | None, expected: str) -> bool:
-    """Compare a presented secret with the expected one without leaking timing."""
-    return hmac.compare_digest((given or "").encode(), expected.encode())

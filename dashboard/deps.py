@@ -7,6 +7,8 @@ app's lifespan — so a test can mount a router on its own FastAPI app with its 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,7 +16,7 @@ from fastapi import HTTPException, Request, Response
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from ts_shared import Settings, constant_time_equals
+from ts_shared import Settings
 
 
 def ro_pool(request: Request) -> ConnectionPool:
@@ -29,9 +31,21 @@ def app_settings(request: Request) -> Settings:
     return settings
 
 
+# Query-string names a client might put a key in; a key in a URL ends up in access logs,
+# browser history and Referer headers, so these are refused even when the API is open.
+_KEY_QUERY_NAMES = ("key", "api_key", "apikey", "token", "access_token")
+
+
 def require_api_key(request: Request) -> None:
-    """401 unless DASHBOARD_API_KEYS is empty or the request carries one of the keys
-    (`X-API-Key: <key>` or `Authorization: Bearer <key>`)."""
+    """401 unless DASHBOARD_API_KEYS is empty or the request carries one of the keys in a
+    header (`X-API-Key: <key>` or `Authorization: Bearer <key>`); 401 for a key in the URL."""
+    if any(name in request.query_params for name in _KEY_QUERY_NAMES):
+        raise HTTPException(
+            status_code=401,
+            detail="API keys are accepted only in the X-API-Key header (or Authorization:"
+            " Bearer), never in the URL: remove ?key= and send the header",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     keys = app_settings(request).api_keys
     if not keys:
         return
@@ -39,11 +53,13 @@ def require_api_key(request: Request) -> None:
     auth = request.headers.get("authorization", "")
     if presented is None and auth.lower().startswith("bearer "):
         presented = auth[7:].strip()
-    # Compare against every key so timing does not reveal which one nearly matched.
+    # Compare fixed-length digests in constant time, against every key, so timing reveals
+    # neither the key's length nor which key nearly matched.
+    given = hashlib.sha256((presented or "").encode()).digest()
     matched = False
     for key in keys:
-        matched |= constant_time_equals(presented, key)
-    if not matched:
+        matched |= hmac.compare_digest(given, hashlib.sha256(key.encode()).digest())
+    if presented is None or not matched:
         raise HTTPException(
             status_code=401,
             detail="missing or invalid API key (send X-API-Key or Authorization: Bearer)",

@@ -2,34 +2,36 @@
 
 JSON is built in SQL from `reporting.v_fuel_fills` / `v_fuel_daily` / `v_fuel_efficiency` and
 returned unchanged. Mounted by dashboard_api.py with `app.include_router(fuel.router)`; the
-pool and settings come from `app.state` (see dashboard/deps.py). Bad parameters give 422.
+pool and settings come from `app.state` (see dashboard/deps.py). Parameters are text checked
+by `dashboard.params.parse_fuel_query`; bad ones give 422, and so does an unknown
+cost_centre / city / vehicle_number (`reporting.check_filters`, the query's WHERE clause).
+Text filters are case-insensitive like everywhere in the read-API.
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
 from typing import Annotated
-from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from psycopg_pool import ConnectionPool
 
 from dashboard.deps import json_from_sql, require_api_key, ro_pool
-from ts_shared import normalize_plate
+from dashboard.params import FuelQuery, parse_fuel_query
 
 router = APIRouter(tags=["fuel"], dependencies=[Depends(require_api_key)])
-
-EAT = ZoneInfo("Africa/Nairobi")  # fill days are East Africa Time days
-MAX_RANGE_DAYS = 366
-DEFAULT_RANGE_DAYS = 30
 
 # Shared WHERE clause over a view with fill_date / cost_centre / city / plate_norm columns.
 _FILTER = """
       {alias}.{day} BETWEEN %(from)s AND %(to)s
-  AND (%(cost_centre)s::text IS NULL OR {alias}.cost_centre = %(cost_centre)s)
-  AND (%(city)s::text IS NULL OR {alias}.city = %(city)s)
+  AND (%(cost_centre)s::text IS NULL OR lower({alias}.cost_centre) = lower(%(cost_centre)s))
+  AND (%(city)s::text IS NULL OR lower({alias}.city) = lower(%(city)s))
   AND (%(plate)s::text IS NULL OR {alias}.plate_norm = %(plate)s)
 """
+# Refuses (SQLSTATE 22023) a filter value that matches nothing before any view is read.
+_CHECK = (
+    "WHERE reporting.check_filters(%(cost_centre)s, NULL, %(city)s,"
+    " ARRAY[%(vehicle)s]::text[], 'vehicle_number', true)"
+)
 
 _FILLS_SQL = (
     """
@@ -54,6 +56,7 @@ SELECT json_build_object(
               ORDER BY f.filled_at DESC, f.fill_id LIMIT %(limit)s) AS f), '[]'::json)
 )::text
 """
+    + _CHECK
 )
 
 _FUEL_SQL = (
@@ -109,42 +112,31 @@ SELECT json_build_object(
               FROM eff GROUP BY plate_norm) AS v), '[]'::json)
 )::text
 """
+    + _CHECK
 )
 
 
-def _params(
-    date_from: date | None,
-    date_to: date | None,
-    cost_centre: str | None,
-    city: str | None,
-    vehicle_number: str | None,
-) -> dict[str, object]:
-    """Resolve the range (default: the last 30 days) and check it; 422 when it is invalid."""
-    to = date_to or datetime.now(EAT).date()
-    start = date_from or (to - timedelta(days=DEFAULT_RANGE_DAYS - 1))
-    if start > to:
-        raise HTTPException(status_code=422, detail="'from' must not be after 'to'")
-    if (to - start).days + 1 > MAX_RANGE_DAYS:
-        raise HTTPException(status_code=422, detail=f"range longer than {MAX_RANGE_DAYS} days")
-    plate = None
-    if vehicle_number is not None:
-        plate = normalize_plate(vehicle_number)
-        if plate is None:
-            raise HTTPException(status_code=422, detail="vehicle_number has no letters/digits")
+def _params(query: FuelQuery) -> dict[str, object]:
     return {
-        "from": start,
-        "to": to,
-        "cost_centre": cost_centre or None,
-        "city": city or None,
-        "plate": plate,
+        "from": query.start,
+        "to": query.end,
+        "cost_centre": query.cost_centre,
+        "city": query.city,
+        "vehicle": query.vehicle_number,
+        "plate": query.plate,
+        "limit": query.limit,
     }
 
 
-FromQ = Annotated[date | None, Query(alias="from", description="first day (EAT), YYYY-MM-DD")]
-ToQ = Annotated[date | None, Query(alias="to", description="last day (EAT), YYYY-MM-DD")]
-CostCentreQ = Annotated[str | None, Query(max_length=100)]
-CityQ = Annotated[str | None, Query(max_length=100)]
-VehicleQ = Annotated[str | None, Query(max_length=50, description="plate, any spelling")]
+FromQ = Annotated[
+    str | None, Query(alias="from", description="first day (EAT), YYYY-MM-DD; default to-29")
+]
+ToQ = Annotated[
+    str | None, Query(alias="to", description="last day (EAT), YYYY-MM-DD; default today")
+]
+CostCentreQ = Annotated[str | None, Query(description="cost centre (case-insensitive)")]
+CityQ = Annotated[str | None, Query(description="city (case-insensitive)")]
+VehicleQ = Annotated[str | None, Query(description="plate, any spelling")]
 Pool = Annotated[ConnectionPool, Depends(ro_pool)]
 
 
@@ -156,12 +148,11 @@ def fuel_fills(
     cost_centre: CostCentreQ = None,
     city: CityQ = None,
     vehicle_number: VehicleQ = None,
-    limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+    limit: Annotated[str | None, Query(description="1-5000, default 1000")] = None,
 ) -> Response:
     """Fuel fills (newest first) with vehicle, cost centre, city, litres, KES and driver."""
-    params = _params(date_from, date_to, cost_centre, city, vehicle_number)
-    params["limit"] = limit
-    return json_from_sql(pool, _FILLS_SQL, params)
+    query = parse_fuel_query(date_from, date_to, cost_centre, city, vehicle_number, limit)
+    return json_from_sql(pool, _FILLS_SQL, _params(query))
 
 
 @router.get("/analytics/fuel")
@@ -174,5 +165,5 @@ def fuel_analytics(
     vehicle_number: VehicleQ = None,
 ) -> Response:
     """Daily fuel spend and per-vehicle efficiency (L/100 km by odometer and GPS)."""
-    params = _params(date_from, date_to, cost_centre, city, vehicle_number)
-    return json_from_sql(pool, _FUEL_SQL, params)
+    query = parse_fuel_query(date_from, date_to, cost_centre, city, vehicle_number)
+    return json_from_sql(pool, _FUEL_SQL, _params(query))

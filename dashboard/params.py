@@ -1,16 +1,30 @@
-"""Pure parsing of the read-API's request parameters (no I/O): dates, vehicles, bodies.
+"""Pure parsing of the read-API's request parameters (no I/O): text filters, numbers, dates,
+POST bodies, and the parameter sets of the trips map, the INC dashboard and the fuel log.
 
-Every function raises `ParamError` with a sentence a dashboard developer can act on; the app
-turns it into HTTP 422 `{"detail": "<sentence>"}`.
+Every function raises `ParamError` with one sentence a dashboard developer can act on; the
+app turns it into `{"detail": "<sentence>"}` with the error's `status_code` (422; 413 for a
+body that is too large).
+
+Hostile input costs only a 4xx, never a 500:
+- text is refused when it holds a control character (NUL included: PostgreSQL cannot store
+  it) or a lone surrogate (not encodable as UTF-8), or is longer than `MAX_TEXT_LEN`;
+- whole numbers are read from at most `MAX_NUMBER_DIGITS` ASCII digits (no 400-digit `int()`,
+  no `1e999`, no `NaN`);
+- dates must lie between `MIN_DAY` and `MAX_DAY`, so `end + 1 day` and time-zone arithmetic
+  never overflow, and a range spans at most `MAX_RANGE_DAYS` days;
+- bodies are at most `MAX_BODY_BYTES`, must be UTF-8, and JSON is depth-checked without
+  recursion (`check_json_depth`) before `json.loads` sees it.
 
 Times: a naive date or datetime is read in East Africa Time (UTC+3, no daylight saving), the
 time zone of the fleet and of the dashboards' users; `Z` or an explicit offset wins.
-A date-only `end` means the end of that day (the day is included).
+A date-only `end` / `to` means the end of that day (the day is included). The text the
+caller gave is kept (`*_text`) so answers can echo it unchanged.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -20,9 +34,39 @@ from urllib.parse import parse_qs
 EAT = timezone(timedelta(hours=3), "EAT")
 MAX_TRIP_FEATURES = 50_000  # a browser map with more lines than this is unusable anyway
 MAX_TRACK_HOURS = 168
+MAX_RANGE_DAYS = 366  # every date range of the read-API (analytics, trips map, tickets, fuel)
+MAX_TEXT_LEN = 200  # a filter value (cost centre, driver, city, plate, cluster)
+MAX_VEHICLES = 10_000  # the fleet size the stack is sized for
+MAX_NUMBER_DIGITS = 12
+MAX_BODY_BYTES = 1_048_576
+MAX_JSON_DEPTH = 16  # a valid trips-map body is 2 deep ({"vehicles": [...]})
+MAX_FIELDS = 1_000
+MIN_DAY = date(2000, 1, 1)
+MAX_DAY = date(2099, 12, 31)
+FUEL_DEFAULT_DAYS = 30
+FUEL_MAX_LIMIT = 5_000
 
-_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+ACC_STATUSES = ("on", "off", "moving", "idle", "parked", "offline")
+_ACC_ALIASES = {"1": "on", "true": "on", "0": "off", "false": "off"}
+TICKET_WINDOWS: dict[str, timedelta | None] = {
+    "24h": timedelta(hours=24),
+    "7d": timedelta(days=7),
+    "30d": timedelta(days=30),
+    "90d": timedelta(days=90),
+    "custom": None,
+}
+TICKET_STATUSES = (
+    "all", "open", "pending", "actionable", "breached", "new", "assigned", "in_progress", "other",
+)  # fmt: skip
+
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$", re.ASCII)
+_WHOLE_NUMBER = re.compile(r"^[+-]?[0-9]+$")
+# C0 and C1 controls (NUL, newlines, escapes ...) and lone surrogates.
+_BAD_CHAR = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_JSON_TOKEN = re.compile(r'[\[\]{}"\\]')
+_NOT_PLATE = re.compile(r"[^0-9A-Za-z]")
 _NO_FILTER = {"", "all", "*"}
+_MAX_DATE_TEXT = 64
 
 # Accepted spellings of the trips-map fields (the SPAs were written against older versions).
 _ALIASES: dict[str, tuple[str, ...]] = {
@@ -39,6 +83,14 @@ _ALIASES: dict[str, tuple[str, ...]] = {
 class ParamError(ValueError):
     """A request parameter is missing, malformed or out of range (HTTP 422)."""
 
+    status_code = 422
+
+
+class BodyTooLargeError(ParamError):
+    """The request body is larger than MAX_BODY_BYTES (HTTP 413)."""
+
+    status_code = 413
+
 
 @dataclass(frozen=True)
 class TripQuery:
@@ -49,16 +101,136 @@ class TripQuery:
     cost_centre: str | None
     city: str | None
     start: datetime | None
+    end: datetime | None  # exclusive: a date-only end is the next midnight
+    limit: int
+    start_text: str | None = None  # as given, echoed in the answer
+    end_text: str | None = None
+
+
+@dataclass(frozen=True)
+class IncQuery:
+    """The parameters of GET /analytics/inc-dashboard, parsed and checked."""
+
+    cluster: str | None
+    status: str
+    window: str
+    start: datetime | None
     end: datetime | None
+    start_text: str | None
+    end_text: str | None
+
+
+@dataclass(frozen=True)
+class FuelQuery:
+    """The parameters of GET /analytics/fuel and /analytics/fuel-fills, parsed and checked."""
+
+    start: date
+    end: date
+    cost_centre: str | None
+    city: str | None
+    vehicle_number: str | None
+    plate: str | None
     limit: int
 
 
-def filter_value(value: str | None) -> str | None:
-    """A text filter, or None for absent / empty / "all" / "*"."""
+# ── Text ───────────────────────────────────────────────────────────────────────────────────
+
+
+def shown(text: str, width: int = 40) -> str:
+    """`text` quoted for a message: shortened, control characters escaped by repr()."""
+    return repr(text if len(text) <= width else text[:width] + "…")
+
+
+def check_chars(name: str, text: str) -> str:
+    """`text` unchanged; ParamError when it holds a control character or a lone surrogate."""
+    bad = _BAD_CHAR.search(text)
+    if bad is not None:
+        raise ParamError(
+            f"{name} contains a control character or an invalid code point"
+            f" (U+{ord(bad.group()):04X} at position {bad.start()})"
+        )
+    return text
+
+
+def check_text(name: str, value: str, *, max_len: int = MAX_TEXT_LEN) -> str:
+    """`value` stripped; ParamError when it is longer than `max_len` characters or holds a
+    control character or a lone surrogate."""
+    text = value.strip()
+    if len(text) > max_len:
+        raise ParamError(f"{name} is too long (at most {max_len} characters, got {len(text)})")
+    return check_chars(name, text)
+
+
+def filter_value(value: str | None, name: str = "filter") -> str | None:
+    """A checked text filter, or None for absent / empty / "all" / "*"."""
     if value is None:
         return None
-    text = value.strip()
+    text = check_text(name, value)
     return None if text.lower() in _NO_FILTER else text
+
+
+def parse_acc_status(value: str | None) -> str | None:
+    """The live map's `acc_status`: on / off (ignition) or a status word; None = all."""
+    text = filter_value(value, "acc_status")
+    if text is None:
+        return None
+    word = _ACC_ALIASES.get(text.lower(), text.lower())
+    if word not in ACC_STATUSES:
+        raise ParamError(
+            "acc_status must be one of on, off, moving, idle, parked, offline or all"
+            f" (got {shown(text)})"
+        )
+    return word
+
+
+# ── Numbers ────────────────────────────────────────────────────────────────────────────────
+
+
+def parse_int(
+    name: str,
+    value: str | None,
+    *,
+    default: int,
+    low: int,
+    high: int,
+    clamp_high: bool = False,
+) -> int:
+    """A whole number in [low, high] from at most MAX_NUMBER_DIGITS digits; `default` when
+    absent. `clamp_high` lowers a larger number to `high` instead of refusing it."""
+    text = check_chars(name, (value or "").strip())
+    if not text:
+        return default
+    wanted = f"{low} or more" if clamp_high else f"between {low} and {high}"
+    if not _WHOLE_NUMBER.match(text):
+        raise ParamError(f"{name} must be a whole number {wanted} (got {shown(text)})")
+    digits = text.lstrip("+-").lstrip("0")
+    if len(digits) > MAX_NUMBER_DIGITS:  # int() of it is costly and it is out of range anyway
+        if clamp_high and not text.startswith("-"):
+            return high
+        raise ParamError(f"{name} must be {wanted} (got a {len(digits)}-digit number)")
+    number = int(text)
+    if number < low or (number > high and not clamp_high):
+        raise ParamError(f"{name} must be {wanted} (got {number})")
+    return min(number, high)
+
+
+def parse_hours(value: str | None, default: int = 24) -> int:
+    """Track length in whole hours, 1-168."""
+    return parse_int("hours", value, default=default, low=1, high=MAX_TRACK_HOURS)
+
+
+# ── Dates ──────────────────────────────────────────────────────────────────────────────────
+
+
+def _date_text(name: str, value: str | None) -> str:
+    return check_text(name, value or "", max_len=_MAX_DATE_TEXT)
+
+
+def _check_day(name: str, day: date, text: str) -> None:
+    if not MIN_DAY <= day <= MAX_DAY:
+        raise ParamError(
+            f"{name}: {shown(text)} is outside the supported dates {MIN_DAY} to {MAX_DAY}"
+        )
 
 
 def parse_when(name: str, value: str | None, *, is_end: bool = False) -> datetime | None:
@@ -66,37 +238,44 @@ def parse_when(name: str, value: str | None, *, is_end: bool = False) -> datetim
 
     A date-only end is the start of the next day, so `end=2026-11-20` includes the 20th.
     """
-    text = (value or "").strip()
+    text = _date_text(name, value)
     if not text:
         return None
     if _DATE_ONLY.match(text):
         try:
             day = date.fromisoformat(text)
         except ValueError:
-            raise ParamError(f"{name}: {text!r} is not a valid date (use YYYY-MM-DD)") from None
+            raise ParamError(
+                f"{name}: {shown(text)} is not a valid date (use YYYY-MM-DD)"
+            ) from None
+        _check_day(name, day, text)
         moment = datetime.combine(day, time.min, EAT)
         return moment + timedelta(days=1) if is_end else moment
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise ParamError(
-            f"{name}: {text!r} is not a date or time "
+            f"{name}: {shown(text)} is not a date or time "
             "(use YYYY-MM-DD or ISO-8601 such as 2026-11-20T08:00:00+03:00)"
         ) from None
+    _check_day(name, moment.date(), text)
     return moment if moment.tzinfo else moment.replace(tzinfo=EAT)
 
 
 def parse_day(name: str, value: str | None, default: date) -> date:
     """Parse an analytics day `YYYY-MM-DD` (EAT calendar day); `default` when absent."""
-    text = (value or "").strip()
+    text = _date_text(name, value)
     if not text:
         return default
     if _DATE_ONLY.match(text):
         try:
-            return date.fromisoformat(text)
+            day = date.fromisoformat(text)
         except ValueError:
             pass
-    raise ParamError(f"{name}: {text!r} is not a valid date (use YYYY-MM-DD)")
+        else:
+            _check_day(name, day, text)
+            return day
+    raise ParamError(f"{name}: {shown(text)} is not a valid date (use YYYY-MM-DD)")
 
 
 def today_eat(now: datetime | None = None) -> date:
@@ -105,70 +284,125 @@ def today_eat(now: datetime | None = None) -> date:
 
 
 def parse_day_range(
-    start: str | None, end: str | None, *, default_days: int = 7
+    start: str | None,
+    end: str | None,
+    *,
+    default_days: int = 7,
+    names: tuple[str, str] = ("start", "end"),
+    today: date | None = None,
 ) -> tuple[date, date]:
-    """Inclusive EAT day range of the analytics endpoints; default: the last `default_days`."""
-    end_day = parse_day("end", end, today_eat())
-    start_day = parse_day("start", start, end_day - timedelta(days=default_days - 1))
+    """Inclusive EAT day range of the analytics endpoints; default: the last `default_days`
+    up to `end` (default today). At most MAX_RANGE_DAYS days."""
+    end_day = parse_day(names[1], end, today or today_eat())
+    start_day = parse_day(names[0], start, end_day - timedelta(days=default_days - 1))
     if end_day < start_day:
-        raise ParamError(f"end ({end_day}) is before start ({start_day})")
-    if (end_day - start_day).days > 366:
-        raise ParamError("the date range is limited to 366 days")
+        raise ParamError(f"{names[1]} ({end_day}) is before {names[0]} ({start_day})")
+    days = (end_day - start_day).days + 1
+    if days > MAX_RANGE_DAYS:
+        raise ParamError(f"the date range is limited to {MAX_RANGE_DAYS} days (got {days} days)")
     return start_day, end_day
 
 
-def parse_hours(value: str | None, default: int = 24) -> int:
-    """Track length in whole hours, 1-168."""
-    text = (value or "").strip()
-    if not text:
-        return default
+def _check_window(t0: datetime, t1: datetime) -> None:
+    """The half-open window [t0, t1) spans at most MAX_RANGE_DAYS days."""
+    if t1 - t0 > timedelta(days=MAX_RANGE_DAYS):
+        days = math.ceil((t1 - t0) / timedelta(days=1))
+        raise ParamError(f"the date range is limited to {MAX_RANGE_DAYS} days (got {days} days)")
+
+
+# ── Bodies ─────────────────────────────────────────────────────────────────────────────────
+
+
+def check_json_depth(text: str, limit: int = MAX_JSON_DEPTH) -> None:
+    """ParamError when `text` nests arrays/objects deeper than `limit` — checked by a loop
+    over the brackets outside strings, so a hostile body cannot exhaust the stack."""
+    depth = 0
+    in_string = False
+    escaped_at = -1  # index of a character escaped by the backslash before it
+    for token in _JSON_TOKEN.finditer(text):
+        char, at = token.group(), token.start()
+        if at == escaped_at:
+            continue
+        if char == "\\":
+            escaped_at = at + 1
+        elif char == '"':
+            in_string = not in_string
+        elif in_string:
+            continue
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                raise ParamError(f"the JSON is nested too deeply (more than {limit} levels)")
+        else:
+            depth -= 1
+
+
+def _loads(text: str, what: str) -> object:
+    """json.loads with numbers and NaN/Infinity kept as their text (no int() of 5,000
+    digits, no float('1e999')), after the depth check."""
+    check_json_depth(text)
     try:
-        hours = int(text)
-    except ValueError:
-        raise ParamError(
-            f"hours must be a whole number between 1 and {MAX_TRACK_HOURS} (got {text!r})"
-        ) from None
-    if not 1 <= hours <= MAX_TRACK_HOURS:
-        raise ParamError(f"hours must be between 1 and {MAX_TRACK_HOURS} (got {hours})")
-    return hours
+        return json.loads(text, parse_int=str, parse_float=str, parse_constant=str)
+    except json.JSONDecodeError as exc:
+        raise ParamError(f"{what} is not valid JSON: {exc.msg} at {exc.pos}") from None
+    except (ValueError, RecursionError):
+        raise ParamError(f"{what} is not valid JSON") from None
 
 
 def parse_body(content_type: str | None, body: bytes) -> dict[str, list[str]]:
     """Decode a POST body into field → values (FIX-D01: the SPA posts a urlencoded form,
     other clients JSON). Content-Type decides; without one, a body starting with `{` is JSON.
+    Too large → BodyTooLargeError (413); not UTF-8, malformed, too deep or too many fields → 422.
     """
+    if len(body) > MAX_BODY_BYTES:
+        raise BodyTooLargeError(f"the body is larger than {MAX_BODY_BYTES} bytes")
     ctype = (content_type or "").split(";")[0].strip().lower()
-    text = body.decode("utf-8", errors="replace").strip()
+    try:
+        text = body.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise ParamError(
+            f"the body is not UTF-8 text (invalid byte at position {exc.start})"
+        ) from None
     if not text:
         return {}
     if ctype == "application/json" or ctype.endswith("+json") or (not ctype and text[0] == "{"):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ParamError(f"the body is not valid JSON: {exc.msg} at {exc.pos}") from None
+        data = _loads(text, "the body")
         if not isinstance(data, dict):
             raise ParamError('the JSON body must be an object such as {"cost_centre": "..."}')
-        return {str(k): _json_values(v) for k, v in data.items() if v is not None}
+        if len(data) > MAX_FIELDS:
+            raise ParamError(f"the body has more than {MAX_FIELDS} fields")
+        return {str(k): _json_values(str(k), v) for k, v in data.items() if v is not None}
     if ctype in ("application/x-www-form-urlencoded", "text/plain", ""):
-        return parse_qs(text, keep_blank_values=True)
+        try:
+            return parse_qs(
+                text,
+                keep_blank_values=True,
+                max_num_fields=MAX_FIELDS,
+                encoding="utf-8",
+                errors="strict",
+            )
+        except UnicodeDecodeError:
+            raise ParamError("the form body is not UTF-8 text once percent-decoded") from None
+        except ValueError:
+            raise ParamError(f"the form has more than {MAX_FIELDS} fields") from None
     raise ParamError(
-        f"unsupported Content-Type {ctype!r}: send application/x-www-form-urlencoded or "
+        f"unsupported Content-Type {shown(ctype)}: send application/x-www-form-urlencoded or "
         "application/json"
     )
 
 
-def _json_values(value: object) -> list[str]:
+def _json_values(key: str, value: object) -> list[str]:
     if isinstance(value, list):
-        return [_scalar(v) for v in value if v is not None]
-    return [_scalar(value)]
+        return [_scalar(key, v) for v in value if v is not None]
+    return [_scalar(key, value)]
 
 
-def _scalar(value: object) -> str:
+def _scalar(key: str, value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, str):
+    if isinstance(value, str):  # numbers arrive as their text (see _loads)
         return value
-    return json.dumps(value)
+    raise ParamError(f"{shown(key)} must be text, a number or a list of them")
 
 
 def merge_fields(*sources: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
@@ -190,51 +424,141 @@ def _first(fields: Mapping[str, list[str]], name: str) -> str | None:
     return None
 
 
-def parse_vehicles(values: Iterable[str]) -> list[str] | None:
-    """Vehicle numbers from repeated fields, comma-separated text or a JSON list."""
+# ── Parameter sets ─────────────────────────────────────────────────────────────────────────
+
+
+def parse_vehicles(values: Iterable[str], name: str = "vehicles") -> list[str] | None:
+    """Vehicle numbers from repeated fields, comma-separated text or a JSON list (each
+    checked like a text filter, at most MAX_VEHICLES)."""
     found: list[str] = []
     for value in values:
-        text = value.strip()
+        text = check_chars(name, value.strip())
         if text.startswith("["):
-            try:
-                items = json.loads(text)
-            except json.JSONDecodeError:
-                raise ParamError(f"vehicles: {text!r} is not a valid JSON list") from None
-            if not isinstance(items, list):
-                raise ParamError("vehicles: expected a list of vehicle numbers")
-            parts = [str(item) for item in items]
+            items = _loads(text, name)
+            if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+                raise ParamError(f"{name}: expected a list of vehicle numbers")
+            parts: list[str] = [str(item) for item in items]
         else:
             parts = text.split(",")
-        found.extend(p.strip() for p in parts if filter_value(p) is not None)
+        found.extend(v for p in parts if (v := filter_value(p, name)) is not None)
+        if len(found) > MAX_VEHICLES:
+            raise ParamError(f"{name}: at most {MAX_VEHICLES} vehicles per request")
     unique = list(dict.fromkeys(found))
     return unique or None
 
 
-def parse_trip_query(fields: Mapping[str, list[str]]) -> TripQuery:
-    """Check the trips-map filters; end before start and malformed values raise ParamError."""
+def parse_trip_query(fields: Mapping[str, list[str]], *, now: datetime | None = None) -> TripQuery:
+    """Check the trips-map filters: malformed values, end before start and a window longer
+    than MAX_RANGE_DAYS (the window defaults to the 7 days up to `now`) raise ParamError."""
     vehicle_values: list[str] = []
     for alias in _ALIASES["vehicles"]:
         vehicle_values.extend(fields.get(alias, []))
-    start = parse_when("start", _first(fields, "start"))
-    end = parse_when("end", _first(fields, "end"), is_end=True)
+    start_text = _date_text("start", _first(fields, "start")) or None
+    end_text = _date_text("end", _first(fields, "end")) or None
+    start = parse_when("start", start_text)
+    end = parse_when("end", end_text, is_end=True)
     if start and end and end < start:
-        raise ParamError(f"end ({end.isoformat()}) is before start ({start.isoformat()})")
-    limit_text = (_first(fields, "limit") or "").strip()
-    limit = MAX_TRIP_FEATURES
-    if limit_text:
-        try:
-            limit = int(limit_text)
-        except ValueError:
-            raise ParamError(f"limit must be a whole number (got {limit_text!r})") from None
-        if limit < 0:
-            raise ParamError("limit must be 0 or more")
-        limit = min(limit, MAX_TRIP_FEATURES)
+        raise ParamError(f"end ({end_text}) is before start ({start_text})")
+    t1 = end or now or datetime.now(EAT)
+    t0 = start or t1 - timedelta(days=7)
+    if t1 < t0:
+        raise ParamError(f"start ({start_text}) is in the future: give an end as well")
+    _check_window(t0, t1)
+    limit = parse_int(
+        "limit",
+        _first(fields, "limit"),
+        default=MAX_TRIP_FEATURES,
+        low=0,
+        high=MAX_TRIP_FEATURES,
+        clamp_high=True,
+    )
     return TripQuery(
         vehicles=parse_vehicles(vehicle_values),
-        driver=filter_value(_first(fields, "driver")),
-        cost_centre=filter_value(_first(fields, "cost_centre")),
-        city=filter_value(_first(fields, "city")),
+        driver=filter_value(_first(fields, "driver"), "driver"),
+        cost_centre=filter_value(_first(fields, "cost_centre"), "cost_centre"),
+        city=filter_value(_first(fields, "city"), "city"),
         start=start,
         end=end,
         limit=limit,
+        start_text=start_text,
+        end_text=end_text,
+    )
+
+
+def parse_inc_query(
+    cluster: str | None,
+    status: str | None,
+    window: str | None,
+    start: str | None,
+    end: str | None,
+    *,
+    now: datetime | None = None,
+) -> IncQuery:
+    """Check the INC dashboard's parameters (docs/tickets.md): status and window from their
+    lists, `from` before `to`, window=custom with both, at most MAX_RANGE_DAYS days."""
+    status_text = (filter_value(status, "status") or "all").lower()
+    if status_text not in TICKET_STATUSES:
+        raise ParamError(
+            f"status must be one of {', '.join(TICKET_STATUSES)} (got {shown(status_text)})"
+        )
+    window_text = check_text("window", window or "").lower() or None
+    if window_text is not None and window_text not in TICKET_WINDOWS:
+        raise ParamError(
+            f"window must be one of {', '.join(TICKET_WINDOWS)} (got {shown(window_text)})"
+        )
+    start_text = _date_text("from", start) or None
+    end_text = _date_text("to", end) or None
+    t0 = parse_when("from", start_text)
+    t1 = parse_when("to", end_text, is_end=True)
+    if window_text is None:
+        window_text = "custom" if (t0 is not None and t1 is not None) else "7d"
+    span = TICKET_WINDOWS[window_text]
+    if span is None and (t0 is None or t1 is None):
+        raise ParamError("window=custom needs both 'from' and 'to'")
+    to = t1 or now or datetime.now(EAT)
+    frm = t0 or to - (span or timedelta(0))
+    if frm >= to:
+        raise ParamError(f"'from' ({start_text}) must be before 'to' ({end_text or 'now'})")
+    _check_window(frm, to)
+    return IncQuery(
+        cluster=filter_value(cluster, "cluster"),
+        status=status_text,
+        window=window_text,
+        start=t0,
+        end=t1,
+        start_text=start_text,
+        end_text=end_text,
+    )
+
+
+def parse_fuel_query(
+    start: str | None,
+    end: str | None,
+    cost_centre: str | None,
+    city: str | None,
+    vehicle_number: str | None,
+    limit: str | None = None,
+    *,
+    today: date | None = None,
+) -> FuelQuery:
+    """Check the fuel endpoints' parameters: an inclusive EAT day range (default the last
+    30 days), text filters, a plate with letters or digits, limit 1-5000 (default 1000)."""
+    first, last = parse_day_range(
+        start, end, default_days=FUEL_DEFAULT_DAYS, names=("from", "to"), today=today
+    )
+    vehicle = filter_value(vehicle_number, "vehicle_number")
+    plate = None
+    if vehicle is not None:
+        # The rule of reporting.normalize_plate / ts_shared.normalize_plate: 'kca-542q' → 'KCA542Q'.
+        plate = _NOT_PLATE.sub("", vehicle).upper() or None
+        if plate is None:
+            raise ParamError(f"vehicle_number has no letters or digits (got {shown(vehicle)})")
+    return FuelQuery(
+        start=first,
+        end=last,
+        cost_centre=filter_value(cost_centre, "cost_centre"),
+        city=filter_value(city, "city"),
+        vehicle_number=vehicle,
+        plate=plate,
+        limit=parse_int("limit", limit, default=1000, low=1, high=FUEL_MAX_LIMIT),
     )

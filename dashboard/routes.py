@@ -2,8 +2,10 @@
 analytics for FleetOps (`/analytics/*`) and health (`/health`, `/health/ingest`).
 
 Every data endpoint runs one `SELECT reporting.fn_...(...)::text` through the read-only pool
-and returns PostgreSQL's JSON text unchanged (`json_from_sql`). Parameter errors raise
-`ParamError` here or SQLSTATE 22023 in SQL; the app maps both to HTTP 422.
+and returns PostgreSQL's JSON text unchanged (`json_from_sql`). Every parameter is taken as
+text and checked in `dashboard/params.py` (`ParamError`) before it reaches SQL; the
+functions check again and refuse unknown filter values (SQLSTATE 22023). dashboard/errors.py
+maps both to `{"detail": "<sentence>"}` (422; 413 for a body over MAX_BODY_BYTES).
 """
 
 from __future__ import annotations
@@ -18,10 +20,17 @@ from fastapi.concurrency import run_in_threadpool
 from psycopg.abc import Buffer
 from psycopg.adapt import Loader
 from psycopg_pool import ConnectionPool, PoolTimeout
+from starlette.types import Message
 
 from dashboard.deps import json_from_sql, require_api_key, ro_pool
 from dashboard.params import (
+    MAX_BODY_BYTES,
+    MAX_FIELDS,
+    BodyTooLargeError,
+    ParamError,
+    filter_value,
     merge_fields,
+    parse_acc_status,
     parse_body,
     parse_day_range,
     parse_hours,
@@ -35,8 +44,12 @@ health_router = APIRouter(tags=["health"])
 
 _JSON: dict[str, Any] = {"content": {"application/json": {}}}
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "DASHBOARD_API_KEYS is set and no valid key was sent"},
-    422: {"description": "A parameter is malformed or out of range; `detail` says which"},
+    401: {"description": "DASHBOARD_API_KEYS is set and no valid key was sent in a header"},
+    422: {
+        "description": "A parameter is malformed, out of range or an unknown filter value;"
+        " `detail` says which"
+    },
+    503: {"description": "The database is unavailable or the query hit the statement timeout"},
 }
 
 
@@ -64,6 +77,46 @@ def _json_bytes_from_sql(pool: ConnectionPool, query: str, params: Sequence[Any]
     return Response(content=body, media_type="application/json")
 
 
+async def _read_body(request: Request) -> bytes:
+    """The request body, refused (413) as soon as it grows past MAX_BODY_BYTES."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared[:20]) > MAX_BODY_BYTES:
+        raise BodyTooLargeError(f"the body is larger than {MAX_BODY_BYTES} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BodyTooLargeError(f"the body is larger than {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _body_fields(request: Request) -> list[tuple[str, str]]:
+    """The POST body as (field, value) pairs: multipart, urlencoded or JSON (FIX-D01)."""
+    content_type = request.headers.get("content-type")
+    body = await _read_body(request)
+    if (content_type or "").lower().startswith("multipart/form-data"):
+        sent = False
+
+        async def replay() -> Message:  # the body already read, for Starlette's parser
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        try:
+            form = await Request(request.scope, replay).form(
+                max_files=0, max_fields=MAX_FIELDS, max_part_size=MAX_BODY_BYTES
+            )
+        except ValueError:  # python-multipart's parse errors
+            raise ParamError("the multipart body could not be read") from None
+        return [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
+    parsed = parse_body(content_type, body)
+    return [(k, v) for k, values in parsed.items() for v in values]
+
+
 # ── Maps (FleetNow / liveposition / fleetintelligence) ────────────────────────────────────
 
 
@@ -83,9 +136,9 @@ def live_positions(
     ] = None,
 ) -> Response:
     """Current position of every active vehicle (`reporting.fn_live_positions`)."""
-    return json_from_sql(
-        pool, "SELECT reporting.fn_live_positions(%s, %s)::text", (cost_centre, acc_status)
-    )
+    cc = filter_value(cost_centre, "cost_centre")
+    acc = parse_acc_status(acc_status)
+    return json_from_sql(pool, "SELECT reporting.fn_live_positions(%s, %s)::text", (cc, acc))
 
 
 @data_router.get(
@@ -102,9 +155,12 @@ def vehicle_track(
     hours: Annotated[str | None, Query(description="1-168, default 24")] = None,
 ) -> Response:
     """Track of one vehicle over the last `hours` (`reporting.fn_vehicle_track`)."""
+    vehicle = filter_value(vehicle_number, "vehicle_number")
+    if vehicle is None:
+        raise ParamError('vehicle_number is required (a plate such as "KCA 542Q" or an IMEI)')
     hours_n = parse_hours(hours)
     return json_from_sql(
-        pool, "SELECT reporting.fn_vehicle_track(%s, %s)::text", (vehicle_number or "", hours_n)
+        pool, "SELECT reporting.fn_vehicle_track(%s, %s)::text", (vehicle, hours_n)
     )
 
 
@@ -121,7 +177,8 @@ def vehicle_track(
             "description": "Filters as application/x-www-form-urlencoded (what the SPA sends,"
             " FIX-D01) or JSON. Fields: vehicles (repeated, comma-separated or a list),"
             " driver, cost_centre, city, start, end (YYYY-MM-DD or ISO-8601; naive = EAT;"
-            " a date-only end includes that day), limit (≤ 50000).",
+            " a date-only end includes that day; at most 366 days), limit (≤ 50000)."
+            " At most 1 MiB, UTF-8.",
             "content": {
                 "application/x-www-form-urlencoded": {
                     "schema": {"type": "object", "additionalProperties": {"type": "string"}}
@@ -133,19 +190,13 @@ def vehicle_track(
 )
 async def fleet_dashboard(request: Request, pool: Pool) -> Response:
     """Trips for the map plus filter options (`reporting.fn_trips_for_map`)."""
-    content_type = request.headers.get("content-type")
-    if (content_type or "").lower().startswith("multipart/form-data"):
-        form = await request.form()
-        body_fields = [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
-    else:
-        parsed = parse_body(content_type, await request.body())
-        body_fields = [(k, v) for k, values in parsed.items() for v in values]
+    body_fields = await _body_fields(request)
     fields = merge_fields(request.query_params.multi_items(), body_fields)
     query = parse_trip_query(fields)
     return await run_in_threadpool(
         _json_bytes_from_sql,
         pool,
-        "SELECT reporting.fn_trips_for_map_text(%s, %s, %s, %s, %s, %s, %s, true)",
+        "SELECT reporting.fn_trips_for_map_text(%s, %s, %s, %s, %s, %s, %s, true, %s, %s)",
         (
             query.vehicles,
             query.driver,
@@ -154,6 +205,8 @@ async def fleet_dashboard(request: Request, pool: Pool) -> Response:
             query.start,
             query.end,
             query.limit,
+            query.start_text,
+            query.end_text,
         ),
     )
 
@@ -172,7 +225,8 @@ def fleet_summary(
     cost_centre: Annotated[str | None, Query(description="empty/all = whole fleet")] = None,
 ) -> Response:
     """Fleet KPIs of today, East Africa Time (`reporting.fn_fleet_summary`)."""
-    return json_from_sql(pool, "SELECT reporting.fn_fleet_summary(%s)::text", (cost_centre,))
+    cc = filter_value(cost_centre, "cost_centre")
+    return json_from_sql(pool, "SELECT reporting.fn_fleet_summary(%s)::text", (cc,))
 
 
 @data_router.get(
@@ -194,10 +248,12 @@ def utilisation(
 ) -> Response:
     """Driving vs idle (ignition on, not moving) vs parked time (`reporting.fn_utilisation`)."""
     first, last = parse_day_range(start, end)
+    cc = filter_value(cost_centre, "cost_centre")
+    vehicle = filter_value(vehicle_number, "vehicle_number")
     return json_from_sql(
         pool,
         "SELECT reporting.fn_utilisation(%s, %s, %s, %s)::text",
-        (first, last, cost_centre, vehicle_number),
+        (first, last, cc, vehicle),
     )
 
 
@@ -219,10 +275,11 @@ def driver_behaviour(
 ) -> Response:
     """Aggression index and driver clock (`reporting.fn_driver_behaviour`)."""
     first, last = parse_day_range(start, end)
+    cc = filter_value(cost_centre, "cost_centre")
     return json_from_sql(
         pool,
         "SELECT reporting.fn_driver_behaviour(%s, %s, %s)::text",
-        (first, last, cost_centre),
+        (first, last, cc),
     )
 
 

@@ -3,66 +3,60 @@
 The payloads are built in SQL by `reporting.fn_inc_dashboard` / `reporting.fn_tickets_for_map`
 (SECURITY DEFINER, readable by `dashboard_ro`) and returned unchanged. Mounted by
 dashboard_api.py with `app.include_router(tickets.router)`; the pool and settings come from
-`app.state` (see dashboard/deps.py). Bad parameters give 422 with a message saying why.
+`app.state` (see dashboard/deps.py). Parameters are text checked by
+`dashboard.params.parse_inc_query`; bad ones and an unknown cluster give 422
+`{"detail": "<sentence>"}` (dashboard/errors.py).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from psycopg_pool import ConnectionPool
 
 from dashboard.deps import json_from_sql, require_api_key, ro_pool
+from dashboard.params import TICKET_STATUSES, TICKET_WINDOWS, parse_inc_query
 
 router = APIRouter(tags=["tickets"], dependencies=[Depends(require_api_key)])
 
-MAX_RANGE_DAYS = 366
-Window = Literal["24h", "7d", "30d", "90d", "custom"]
-Status = Literal[
-    "all", "open", "pending", "actionable", "breached", "new", "assigned", "in_progress", "other"
-]
-
-_DASHBOARD_SQL = "SELECT reporting.fn_inc_dashboard(%s, %s, %s, %s, %s)::text"
+# `params.from` / `params.to` echo the caller's text when given (the computed bounds else).
+_DASHBOARD_SQL = """
+SELECT (d || jsonb_build_object('params', (d -> 'params')
+        || jsonb_strip_nulls(jsonb_build_object('from', %s::text, 'to', %s::text))))::text
+FROM reporting.fn_inc_dashboard(%s, %s, %s, %s, %s) AS d
+"""
 _MAP_SQL = "SELECT reporting.fn_tickets_for_map()::text"
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    """Times without an offset are read as EAT, like everything else the tickets feed sends."""
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC) - timedelta(hours=3)
-    return moment
 
 
 @router.get("/analytics/inc-dashboard")
 def inc_dashboard(
     pool: Annotated[ConnectionPool, Depends(ro_pool)],
-    cluster: Annotated[str | None, Query(max_length=100, description="one cluster")] = None,
-    status: Annotated[Status, Query(description="filter of the open layer")] = "all",
-    window: Annotated[Window | None, Query(description="closed overlay and flow window")] = None,
-    from_: Annotated[
-        datetime | None, Query(alias="from", description="window start (ISO-8601; naive = EAT)")
+    cluster: Annotated[
+        str | None, Query(description="one cluster (case-insensitive); empty/all = every")
     ] = None,
-    to: Annotated[datetime | None, Query(description="window end (ISO-8601; naive = EAT)")] = None,
+    status: Annotated[
+        str | None, Query(description="filter of the open layer: " + " | ".join(TICKET_STATUSES))
+    ] = None,
+    window: Annotated[
+        str | None,
+        Query(description="closed overlay and flow window: " + " | ".join(TICKET_WINDOWS)),
+    ] = None,
+    from_: Annotated[
+        str | None, Query(alias="from", description="window start (ISO-8601; naive = EAT)")
+    ] = None,
+    to: Annotated[
+        str | None,
+        Query(description="window end (ISO-8601; naive = EAT; a date-only `to` includes it)"),
+    ] = None,
 ) -> Response:
     """The FleetOps live INC map: open GeoJSON + windowed closed GeoJSON + metrics + freshness."""
-    start, end = _aware(from_), _aware(to)
-    if window is None:
-        window = "custom" if (start is not None and end is not None) else "7d"
-    if window == "custom" and (start is None or end is None):
-        raise HTTPException(status_code=422, detail="window=custom needs both 'from' and 'to'")
-    if start is not None and end is not None:
-        if start >= end:
-            raise HTTPException(status_code=422, detail="'from' must be before 'to'")
-        if end - start > timedelta(days=MAX_RANGE_DAYS):
-            raise HTTPException(
-                status_code=422, detail=f"the range may span at most {MAX_RANGE_DAYS} days"
-            )
-    cluster_value = cluster.strip() if cluster and cluster.strip() else None
-    return json_from_sql(pool, _DASHBOARD_SQL, (cluster_value, status, window, start, end))
+    q = parse_inc_query(cluster, status, window, from_, to)
+    return json_from_sql(
+        pool,
+        _DASHBOARD_SQL,
+        (q.start_text, q.end_text, q.cluster, q.status, q.window, q.start, q.end),
+    )
 
 
 @router.get("/analytics/tickets-map")

@@ -10,13 +10,73 @@
 --   server that has no PostGIS.
 -- * Bad parameters raise SQLSTATE 22023 (invalid_parameter_value) with a sentence meant for
 --   a dashboard developer; dashboard_api turns that into HTTP 422 with the same text.
--- * "all" / empty string / NULL mean "no filter" for text filters.
+-- * "all" / empty string / NULL mean "no filter" for text filters; a filter value that matches
+--   nothing in the registry is refused (reporting.check_filters) rather than answered with
+--   zeros: 'unknown cost_centre "X" — see /analytics/filters'.
+
+-- fn_trips_for_map_text gained p_start_given / p_end_given (the caller's text, echoed in the
+-- summary): drop the 8-argument form, and its json wrapper that depends on it (both are
+-- created again below).
+DROP FUNCTION IF EXISTS reporting.fn_trips_for_map(text[], text, text, text, timestamptz,
+                                                   timestamptz, integer, boolean);
+DROP FUNCTION IF EXISTS reporting.fn_trips_for_map_text(text[], text, text, text, timestamptz,
+                                                        timestamptz, integer, boolean);
 
 -- Normalise a text filter: NULL for '', 'all', '*'.
 CREATE OR REPLACE FUNCTION reporting.filter_value(p text)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN CASE WHEN lower(btrim(p)) IN ('', 'all', '*') THEN NULL ELSE btrim(p) END;
+
+-- Refuse a filter value that matches nothing: SQLSTATE 22023
+-- 'unknown cost_centre "X" — see /analytics/filters' (dashboard_api answers 422 with it).
+-- Case-insensitive like the filters; vehicles by plate in any spelling or by IMEI, and with
+-- p_fuel also a plate that only appears in fuel fills. Every registry vehicle counts (also
+-- inactive ones, whose history the trips map shows). One index probe per given value
+-- (devices: plate_norm, imei, lower(cost_centre|driver_name|city) — 0910_filter_lookup_indexes).
+CREATE OR REPLACE FUNCTION reporting.check_filters(
+    p_cost_centre text DEFAULT NULL, p_driver text DEFAULT NULL, p_city text DEFAULT NULL,
+    p_vehicles text[] DEFAULT NULL, p_vehicle_field text DEFAULT 'vehicle_number',
+    p_fuel boolean DEFAULT false)
+RETURNS boolean
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, public
+AS $$
+DECLARE
+    v_cc      text := reporting.filter_value(p_cost_centre);
+    v_driver  text := reporting.filter_value(p_driver);
+    v_city    text := reporting.filter_value(p_city);
+    v_unknown text;
+BEGIN
+    IF v_cc IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM tracksolid.devices d WHERE lower(d.cost_centre) = lower(v_cc)) THEN
+        RAISE EXCEPTION 'unknown cost_centre "%" — see /analytics/filters', v_cc
+            USING ERRCODE = '22023';
+    END IF;
+    IF v_driver IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM tracksolid.devices d WHERE lower(d.driver_name) = lower(v_driver)) THEN
+        RAISE EXCEPTION 'unknown driver "%" — see /analytics/filters', v_driver
+            USING ERRCODE = '22023';
+    END IF;
+    IF v_city IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM tracksolid.devices d WHERE lower(d.city) = lower(v_city)) THEN
+        RAISE EXCEPTION 'unknown city "%" — see /analytics/filters', v_city
+            USING ERRCODE = '22023';
+    END IF;
+    SELECT string_agg(format('"%s"', x.r), ', ' ORDER BY x.r) INTO v_unknown
+    FROM (SELECT DISTINCT btrim(v) AS r FROM unnest(p_vehicles) v
+          WHERE reporting.filter_value(v) IS NOT NULL) x
+    WHERE NOT EXISTS (SELECT 1 FROM tracksolid.devices d
+                      WHERE d.plate_norm = reporting.normalize_plate(x.r) OR d.imei = x.r)
+      AND NOT (p_fuel AND EXISTS (SELECT 1 FROM fuel.records f
+                                  WHERE f.plate_norm = reporting.normalize_plate(x.r)));
+    IF v_unknown IS NOT NULL THEN
+        RAISE EXCEPTION 'unknown % % — see /analytics/filters', p_vehicle_field, v_unknown
+            USING ERRCODE = '22023';
+    END IF;
+    RETURN true;
+END
+$$;
 
 -- ── Filter options ─────────────────────────────────────────────────────────────────────────
 CREATE OR REPLACE FUNCTION reporting.fn_filter_options()
@@ -37,7 +97,10 @@ AS $$
         'cost_centres', (SELECT coalesce(json_agg(c.cost_centre ORDER BY c.cost_centre), '[]')
                          FROM reporting.v_filter_cost_centres c),
         'cities', (SELECT coalesce(json_agg(c.city ORDER BY c.city), '[]')
-                   FROM reporting.v_filter_cities c)
+                   FROM reporting.v_filter_cities c),
+        'clusters', (SELECT coalesce(json_agg(k.cluster ORDER BY k.cluster), '[]')
+                     FROM (SELECT DISTINCT i.cluster FROM tickets.inc i
+                           WHERE btrim(i.cluster) <> '') k)
     )
 $$;
 
@@ -69,6 +132,7 @@ BEGIN
         RAISE EXCEPTION 'acc_status must be one of on, off, moving, idle, parked, offline or all (got "%")',
             p_acc_status USING ERRCODE = '22023';
     END IF;
+    PERFORM reporting.check_filters(v_cc);
 
     SELECT json_build_object(
         'type', 'FeatureCollection',
@@ -141,8 +205,8 @@ BEGIN
     ORDER BY d.is_active DESC, (d.imei = btrim(p_vehicle_number)) DESC
     LIMIT 1;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'unknown vehicle "%": use a vehicle_number from /analytics/filters',
-            p_vehicle_number USING ERRCODE = '22023';
+        RAISE EXCEPTION 'unknown vehicle_number "%" — see /analytics/filters',
+            btrim(p_vehicle_number) USING ERRCODE = '22023';
     END IF;
     t0 := t1 - make_interval(hours => p_hours);
 
@@ -241,11 +305,15 @@ $$;
 -- faster than json_build_object, and skipping the text → json re-parse saves another ~25 %
 -- (docs/performance.md). The API calls the _text variant; fn_trips_for_map returns json for
 -- SQL users. Keys and values are escaped by to_json(); numbers are printed by PostgreSQL.
+-- The window spans at most 366 days. summary.start / summary.end echo the caller's text
+-- (p_start_given / p_end_given, e.g. a date-only end '2026-11-10') when given, else the
+-- computed bounds; summary.window is the half-open [start, end) actually used.
 CREATE OR REPLACE FUNCTION reporting.fn_trips_for_map_text(
     p_vehicles text[] DEFAULT NULL, p_driver text DEFAULT NULL,
     p_cost_centre text DEFAULT NULL, p_city text DEFAULT NULL,
     p_start timestamptz DEFAULT NULL, p_end timestamptz DEFAULT NULL,
-    p_limit integer DEFAULT 50000, p_with_filters boolean DEFAULT false)
+    p_limit integer DEFAULT 50000, p_with_filters boolean DEFAULT false,
+    p_start_given text DEFAULT NULL, p_end_given text DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, public
@@ -260,28 +328,26 @@ DECLARE
     v_city    text := reporting.filter_value(p_city);
     v_raw     text[];
     v_plates  text[];
-    v_unknown text[];
     v_cond    text := '';
     v_n       bigint;
     features  text;
     summary   json;
 BEGIN
     IF t1 < t0 THEN
-        RAISE EXCEPTION 'end (%) is before start (%)', t1, t0 USING ERRCODE = '22023';
+        RAISE EXCEPTION 'end (%) is before start (%)', coalesce(p_end_given, t1::text),
+            coalesce(p_start_given, t0::text) USING ERRCODE = '22023';
+    END IF;
+    IF t1 - t0 > interval '366 days' THEN
+        RAISE EXCEPTION 'the date range is limited to 366 days (got % days)',
+            ceil(extract(epoch FROM t1 - t0) / 86400) USING ERRCODE = '22023';
     END IF;
     IF p_limit IS NULL OR p_limit < 0 THEN
         RAISE EXCEPTION 'limit must be 0 or more' USING ERRCODE = '22023';
     END IF;
     SELECT array_agg(DISTINCT btrim(v)) INTO v_raw
     FROM unnest(p_vehicles) v WHERE reporting.filter_value(v) IS NOT NULL;
+    PERFORM reporting.check_filters(v_cc, v_driver, v_city, v_raw, 'vehicles');
     IF v_raw IS NOT NULL THEN
-        SELECT array_agg(r) INTO v_unknown FROM unnest(v_raw) r
-        WHERE NOT EXISTS (SELECT 1 FROM tracksolid.devices d
-                          WHERE d.plate_norm = reporting.normalize_plate(r) OR d.imei = r);
-        IF v_unknown IS NOT NULL THEN
-            RAISE EXCEPTION 'unknown vehicle(s): %; use vehicle numbers from /analytics/filters',
-                array_to_string(v_unknown, ', ') USING ERRCODE = '22023';
-        END IF;
         SELECT array_agg(DISTINCT reporting.normalize_plate(r)) INTO v_plates FROM unnest(v_raw) r;
         v_cond := v_cond || ' AND (t.plate_norm = ANY($3) OR t.imei = ANY($4))';
     END IF;
@@ -307,7 +373,9 @@ BEGIN
             'avg_speed_kmh', round(sum(t.distance_km) / nullif(sum(t.driving_time_s), 0) * 3600, 1),
             'max_speed_kmh', max(t.max_speed_kmh),
             'returned', least(count(*), $8), 'capped', count(*) > $8, 'cap', $8,
-            'start', $1, 'end', $2,
+            'start', coalesce(to_json($10::text), to_json($1)),
+            'end', coalesce(to_json($11::text), to_json($2)),
+            'window', json_build_object('start', $1, 'end', $2),
             'filters', json_build_object('vehicles', $9, 'driver', $5,
                                          'cost_centre', $6, 'city', $7),
             'data_as_of', (SELECT max(r.finished_at) FROM reporting.refresh_log r
@@ -317,7 +385,8 @@ BEGIN
         WHERE t.start_time >= $1 AND t.start_time < $2 %s
     $q$, v_cond)
     INTO v_n, summary
-    USING t0, t1, v_plates, v_raw, v_driver, v_cc, v_city, p_limit, v_raw;
+    USING t0, t1, v_plates, v_raw, v_driver, v_cc, v_city, p_limit, v_raw,
+          p_start_given, p_end_given;
 
     EXECUTE format($q$
         SELECT '[' || string_agg(format(
@@ -386,7 +455,7 @@ BEGIN
     IF p_to < p_from THEN
         RAISE EXCEPTION 'end (%) is before start (%)', p_to, p_from USING ERRCODE = '22023';
     END IF;
-    IF p_to - p_from > 366 THEN
+    IF p_to - p_from + 1 > 366 THEN
         RAISE EXCEPTION 'the date range is limited to 366 days (got % days)', p_to - p_from + 1
             USING ERRCODE = '22023';
     END IF;
@@ -397,10 +466,14 @@ $$;
 -- trend, alarms by class, vehicles not moved today, vehicles idling now.
 CREATE OR REPLACE FUNCTION reporting.fn_fleet_summary(p_cost_centre text DEFAULT NULL)
 RETURNS json
-LANGUAGE sql STABLE SECURITY DEFINER
+LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, public
 SET TimeZone = 'UTC'
 AS $$
+DECLARE
+    result json;
+BEGIN
+    PERFORM reporting.check_filters(p_cost_centre);
     WITH cc AS (SELECT reporting.filter_value(p_cost_centre) AS v),
     today AS (
         SELECT ft.* FROM tracksolid.v_fleet_today ft, cc
@@ -458,6 +531,9 @@ AS $$
                   WHERE cc.v IS NULL OR lower(i.cost_centre) = lower(cc.v)
                   ORDER BY i.idle_s DESC LIMIT 1000) x),
         'generated_at', now())
+    INTO result;
+    RETURN result;
+END
 $$;
 
 -- Utilisation per vehicle and per day over an inclusive EAT date range.
@@ -474,12 +550,7 @@ DECLARE
     result json;
 BEGIN
     PERFORM reporting.check_day_range(p_from, p_to);
-    IF veh IS NOT NULL AND NOT EXISTS (
-            SELECT 1 FROM tracksolid.devices d
-            WHERE d.plate_norm = reporting.normalize_plate(veh) OR d.imei = veh) THEN
-        RAISE EXCEPTION 'unknown vehicle "%": use a vehicle_number from /analytics/filters', veh
-            USING ERRCODE = '22023';
-    END IF;
+    PERFORM reporting.check_filters(cc, p_vehicles => ARRAY[veh]);
     WITH u AS MATERIALIZED (
         SELECT u.* FROM tracksolid.fn_utilisation_daily(p_from, p_to) u
         LEFT JOIN tracksolid.devices d ON d.imei = u.imei
@@ -539,6 +610,7 @@ DECLARE
     result json;
 BEGIN
     PERFORM reporting.check_day_range(p_from, p_to);
+    PERFORM reporting.check_filters(cc);
     WITH a AS MATERIALIZED (
         SELECT * FROM tracksolid.fn_driver_aggregates_daily(p_from, p_to) a
         WHERE cc IS NULL OR lower(a.cost_centre) = lower(cc)
@@ -612,7 +684,10 @@ REVOKE EXECUTE ON FUNCTION reporting.fn_vehicle_track(text, integer, integer) FR
 REVOKE EXECUTE ON FUNCTION reporting.fn_trips_for_map(text[], text, text, text, timestamptz,
                                                       timestamptz, integer, boolean) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION reporting.fn_trips_for_map_text(text[], text, text, text, timestamptz,
-                                                           timestamptz, integer, boolean) FROM PUBLIC;
+                                                           timestamptz, integer, boolean, text,
+                                                           text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION reporting.check_filters(text, text, text, text[], text, boolean)
+    FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION reporting.fn_filter_options() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION reporting.fn_fleet_summary(text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION reporting.fn_utilisation(date, date, text, text) FROM PUBLIC;

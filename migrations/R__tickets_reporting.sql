@@ -169,7 +169,8 @@ SELECT jsonb_build_object(
 $$;
 
 -- The FleetOps live INC map in one payload.
---   p_cluster  NULL = all clusters
+--   p_cluster  NULL / '' / 'all' = all clusters; case-insensitive; a cluster no ticket has is
+--              refused ('unknown cluster "X" — see /analytics/filters', 22023)
 --   p_status   NULL/'all' = every open ticket; 'open' | 'pending' (bucket); 'actionable';
 --              'breached' (derived SLA); or a normalized status ('new', 'assigned', ...)
 --   p_window   '24h' | '7d' | '30d' | '90d': closed overlay and flow metrics cover
@@ -186,6 +187,7 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, public AS $$
 DECLARE
     v_now    timestamptz := now();
+    v_cluster text := reporting.filter_value(p_cluster);
     v_status text := nullif(lower(btrim(coalesce(p_status, ''))), '');
     v_span   interval;
     v_from   timestamptz;
@@ -214,12 +216,17 @@ BEGIN
         RAISE EXCEPTION 'status must be one of all, open, pending, actionable, breached, new, assigned, in_progress, other (got %)', p_status
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF v_cluster IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM tickets.inc i WHERE lower(i.cluster) = lower(v_cluster)) THEN
+        RAISE EXCEPTION 'unknown cluster "%" — see /analytics/filters', v_cluster
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
 
     WITH open_t AS (
         SELECT i, coalesce(i.created_at_service, i.first_seen_at) AS start_at
           FROM tickets.inc i
          WHERE i.bucket IN ('open', 'pending')
-           AND (p_cluster IS NULL OR i.cluster = p_cluster)
+           AND (v_cluster IS NULL OR lower(i.cluster) = lower(v_cluster))
     ), open_f AS (
         SELECT o.* FROM open_t o
          WHERE v_status IS NULL OR v_status = 'all'
@@ -230,11 +237,11 @@ BEGIN
     ), closed_w AS (
         SELECT i FROM tickets.inc i
          WHERE i.bucket = 'closed' AND i.closed_at >= v_from AND i.closed_at < v_to
-           AND (p_cluster IS NULL OR i.cluster = p_cluster)
+           AND (v_cluster IS NULL OR lower(i.cluster) = lower(v_cluster))
     ), created_w AS (
         SELECT count(*) AS n FROM tickets.inc i
          WHERE i.created_at_service >= v_from AND i.created_at_service < v_to
-           AND (p_cluster IS NULL OR i.cluster = p_cluster)
+           AND (v_cluster IS NULL OR lower(i.cluster) = lower(v_cluster))
     ), by_cluster AS (
         SELECT coalesce(c.cluster, '(none)') AS cluster,
                sum(c.open_n)::integer AS open, sum(c.actionable_n)::integer AS actionable,
@@ -247,7 +254,7 @@ BEGIN
          GROUP BY 1
     )
     SELECT jsonb_build_object(
-        'params', jsonb_build_object('cluster', p_cluster, 'status', coalesce(v_status, 'all'),
+        'params', jsonb_build_object('cluster', v_cluster, 'status', coalesce(v_status, 'all'),
                                      'window', coalesce(nullif(btrim(p_window), ''), '7d'),
                                      'from', v_from, 'to', v_to),
         'generated_at', v_now,

@@ -19,6 +19,7 @@ import csv
 import json
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         sim_url = f"http://127.0.0.1:{ports['sim']}/route/rest"
         api = f"http://127.0.0.1:{ports['api']}"
         webhook = f"http://127.0.0.1:{ports['webhook']}"
+        push_token = secrets.token_urlsafe(24)  # a fresh secret per demo run
         env = {
             **os.environ, "DATABASE_URL": db, "JIMI_SIM_URL": sim_url, "LOG_LEVEL": "INFO",
             "TRACKSOLID_APP_KEY": "", "TRACKSOLID_APP_SECRET": "", "TRACKSOLID_USER_ID": "",
@@ -117,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
             "INGEST_CATCHUP_DAYS": "1", "INGEST_LIVE_INTERVAL_S": "20",
             "INGEST_ALARMS_INTERVAL_S": "60", "VTRIPS_REFRESH_INTERVAL_S": "60",
             "WEBHOOK_SPOOL_DIR": str(work / "spool"), "DASHBOARD_API_KEYS": "",
-            "JIMI_PUSH_TOKEN": "", "DASHBOARD_CORS_ORIGINS": "*",
+            # The receiver refuses to start without a token: the simulator pushes with this
+            # one (form field, and `?token=` on the Open-API push URL, as JIMI is told to).
+            "JIMI_PUSH_TOKEN": push_token, "JIMI_PUSH_OPEN": "0", "DASHBOARD_CORS_ORIGINS": "*",
         }  # fmt: skip
         logs = work / "logs"
         logs.mkdir()
@@ -130,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         py = sys.executable
         start("jimi_sim", [py, "jimi_sim.py", "--port", str(ports["sim"]), "--devices",
                            str(args.devices), "--accounts", "3", "--seed", "1",
-                           "--push-url", webhook, "--push-interval", "10"])  # fmt: skip
+                           "--push-url", webhook, "--push-interval", "10",
+                           "--push-token", push_token,
+                           "--push-openapi-path", f"/push?token={push_token}"])  # fmt: skip
         wait_http(f"http://127.0.0.1:{ports['sim']}/_sim/health", 30)
         registry = work / "registry.csv"
         write_registry(registry, args.devices)

@@ -2,7 +2,7 @@
 # Install everything `make test` / `make demo` need on a fresh machine of this kind:
 #   uv (via pip) · Python 3.12 deps (uv sync, locked) · PostGIS for the local PostgreSQL ·
 #   TimescaleDB from ../shared/tools/timescaledb (upgrading the PostgreSQL minor release when
-#   the extension needs it) · Leaflet from npm · (optionally) Debian chromium.
+#   the extension needs it) · Leaflet, Swagger UI, ReDoc from npm · (optionally) Debian chromium.
 # Idempotent: each step checks first and is quick when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -110,10 +110,14 @@ if [[ -z "${TEST_DATABASE_URL:-}" && "${TEST_ENGINE:-}" != plain ]]; then
   fi
 fi
 
-# 5. Operator page: the map library from npm (served by dashboard_api, never from a CDN) --------
-if [[ ! -f web/node_modules/leaflet/dist/leaflet.js ]]; then
+# 5. Operator page and API docs: Leaflet, Swagger UI and ReDoc from npm (served by dashboard_api,
+#    never from a CDN); again whenever web/package-lock.json is newer than the installed tree.
+if [[ ! -f web/node_modules/leaflet/dist/leaflet.js \
+      || ! -f web/node_modules/swagger-ui-dist/swagger-ui-bundle.js \
+      || ! -f web/node_modules/redoc/bundles/redoc.standalone.js \
+      || web/package-lock.json -nt web/node_modules/.package-lock.json ]]; then
   if ! command -v npm >/dev/null 2>&1; then
-    echo "npm is needed for the operator page's map library (install nodejs + npm)." >&2; exit 1
+    echo "npm is needed for the operator page's and API docs' libraries (install nodejs + npm)." >&2; exit 1
   fi
   log "npm ci in web/"
   (cd web && npm ci --no-audit --no-fund --loglevel=error >/dev/null)

@@ -13,8 +13,10 @@ from typing import Any
 
 import psycopg
 import pytest
+from fastapi import Request, Response
 from fastapi.testclient import TestClient
 
+from dashboard.deps import json_from_sql, ro_pool
 from dashboard_api import create_app
 from tests.conftest import test_settings
 from tests.factories import Fleet, seed_fleet
@@ -163,7 +165,7 @@ def test_vehicle_track(client: TestClient, fleet: Fleet) -> None:
         ({"vehicle_number": "KCA 542Q", "hours": "0"}, "hours must be between 1 and 168"),
         ({"vehicle_number": "KCA 542Q", "hours": "169"}, "hours must be between 1 and 168"),
         ({"vehicle_number": "KCA 542Q", "hours": "two"}, "hours must be a whole number"),
-        ({"vehicle_number": "ZZZ 000Z"}, 'unknown vehicle "ZZZ 000Z"'),
+        ({"vehicle_number": "ZZZ 000Z"}, 'unknown vehicle_number "ZZZ 000Z"'),
         ({}, "vehicle_number is required"),
     ],
 )
@@ -219,7 +221,7 @@ def test_fleet_dashboard_form_and_json_give_the_same_answer(
     assert doc["summary"]["trips"] == 3
     assert doc["summary"]["distance_km"] == pytest.approx(24.0)
     assert doc["summary"]["capped"] is False
-    assert set(doc["filters"]) == {"vehicles", "drivers", "cost_centres", "cities"}
+    assert set(doc["filters"]) == {"vehicles", "drivers", "cost_centres", "cities", "clusters"}
     assert doc["filters"]["cost_centres"] == ["Kampala", "Mombasa-Field", "Nairobi-North"]
     # A trip without an end point is a Point at its start.
     kbz = next(f for f in features if f["properties"]["vehicle_number"] == "KBZ 101A")
@@ -269,7 +271,7 @@ def test_fleet_dashboard_cap_is_reported(client: TestClient, fleet: Fleet) -> No
         ({"start": "2026-11-20", "end": "2026-11-10"}, "is before start"),
         ({"start": "2026-02-30"}, "start: '2026-02-30' is not a valid date"),
         ({"end": "next tuesday"}, "end: 'next tuesday' is not a date or time"),
-        ({"vehicles": ["KCA 542Q", "NOPE 1"]}, "unknown vehicle(s): NOPE 1"),
+        ({"vehicles": ["KCA 542Q", "NOPE 1"]}, 'unknown vehicles "NOPE 1"'),
         ({"limit": "lots"}, "limit must be a whole number"),
     ],
 )
@@ -335,7 +337,7 @@ def test_utilisation(client: TestClient, fleet: Fleet) -> None:
     bad = client.get("/analytics/utilisation", params={"start": "2026-11-20", "end": "2026-11-01"})
     assert bad.status_code == 422 and "is before start" in bad.json()["detail"]
     unknown = client.get("/analytics/utilisation", params={"vehicle_number": "XYZ"})
-    assert unknown.status_code == 422 and 'unknown vehicle "XYZ"' in unknown.json()["detail"]
+    assert unknown.json() == {"detail": 'unknown vehicle_number "XYZ" — see /analytics/filters'}
 
 
 def test_driver_behaviour(client: TestClient, fleet: Fleet) -> None:
@@ -478,3 +480,310 @@ def test_database_down_gives_503(db_url: str) -> None:
         response = client.get("/analytics/filters")
         assert response.status_code == 503
         assert response.headers["retry-after"] == "5"
+
+
+# ── One error shape, hostile input, unknown filters, echoed dates, timeout, keys ─────────────
+
+
+def assert_detail(response: Any, status: int | None = None) -> str:
+    """A 4xx whose body is exactly {"detail": "<one non-empty sentence>"}; returns it."""
+    assert 400 <= response.status_code < 500, (response.status_code, response.text)
+    if status is not None:
+        assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"detail"} and isinstance(body["detail"], str), body
+    sentence = body["detail"]
+    assert sentence.strip() and "\n" not in sentence and "Traceback" not in sentence, sentence
+    return sentence
+
+
+NUL = "Nairobi\x00North"
+# Per endpoint, requests that must fail with one sentence: (method, path, query, json body).
+BAD_REQUESTS: list[tuple[str, str, dict[str, str], Any]] = [
+    ("GET", "/webhook/live-positions", {"acc_status": "sideways"}, None),
+    ("GET", "/webhook/live-positions", {"cost_centre": NUL}, None),
+    ("GET", "/webhook/live-positions", {"cost_centre": "x" * 201}, None),
+    ("GET", "/webhook/live-positions/track", {"vehicle_number": "KCA", "hours": "9" * 400}, None),
+    ("GET", "/webhook/live-positions/track", {"vehicle_number": "KCA", "hours": "1e999"}, None),
+    ("GET", "/webhook/live-positions/track", {"vehicle_number": "KCA", "hours": "NaN"}, None),
+    ("GET", "/webhook/live-positions/track", {"vehicle_number": "\x00"}, None),
+    ("POST", "/webhook/fleet-dashboard", {}, {"end": "9999-12-31"}),
+    ("POST", "/webhook/fleet-dashboard", {}, {"start": "0001-01-01"}),
+    ("POST", "/webhook/fleet-dashboard", {}, {"cost_centre": NUL}),
+    ("POST", "/webhook/fleet-dashboard", {}, {"driver": NUL}),
+    ("POST", "/webhook/fleet-dashboard", {}, {"city": NUL}),
+    ("POST", "/webhook/fleet-dashboard", {}, {"limit": "1e999"}),
+    ("POST", "/webhook/fleet-dashboard", {}, {"limit": -1}),
+    ("POST", "/webhook/fleet-dashboard", {}, {"cost_centre": {"nested": 1}}),
+    ("POST", "/webhook/fleet-dashboard", {}, {"start": "2024-01-01", "end": "2026-01-01"}),
+    ("GET", "/analytics/fleet-summary", {"cost_centre": NUL}, None),
+    ("GET", "/analytics/utilisation", {"start": "0001-01-01"}, None),
+    ("GET", "/analytics/utilisation", {"end": "9999-12-31"}, None),
+    ("GET", "/analytics/utilisation", {"cost_centre": NUL}, None),
+    ("GET", "/analytics/utilisation?vehicle_number=%ED%A0%80", {}, None),  # a UTF-8 surrogate
+    ("GET", "/analytics/driver-behaviour", {"start": "2026-02-30"}, None),
+    ("GET", "/analytics/driver-behaviour", {"cost_centre": NUL}, None),
+    ("GET", "/analytics/inc-dashboard", {"window": "2y"}, None),
+    ("GET", "/analytics/inc-dashboard", {"status": "bogus"}, None),
+    ("GET", "/analytics/inc-dashboard", {"from": "2026-02-30", "to": "2026-03-02"}, None),
+    ("GET", "/analytics/inc-dashboard", {"from": "0001-01-01T00:00:00"}, None),
+    ("GET", "/analytics/inc-dashboard", {"cluster": NUL}, None),
+    ("GET", "/analytics/fuel-fills", {"limit": "0"}, None),
+    ("GET", "/analytics/fuel-fills", {"limit": "9" * 400}, None),
+    ("GET", "/analytics/fuel-fills", {"from": "2026-02-30"}, None),
+    ("GET", "/analytics/fuel-fills", {"cost_centre": NUL}, None),
+    ("GET", "/analytics/fuel", {"to": "0001-01-05"}, None),
+    ("GET", "/analytics/fuel", {"city": NUL}, None),
+    ("GET", "/analytics/filters", {"key": "k-one"}, None),
+    ("GET", "/health/ingest", {"token": "k-one"}, None),
+    ("GET", "/analytics/tickets-map", {"key": "k-one"}, None),
+    ("GET", "/analytics/no-such-endpoint", {}, None),
+    ("DELETE", "/analytics/filters", {}, None),
+    ("GET", "/webhook/fleet-dashboard", {}, None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("method", "path", "query", "body"), BAD_REQUESTS)
+def test_every_error_is_one_sentence(
+    client: TestClient,
+    caplog: pytest.LogCaptureFixture,
+    method: str,
+    path: str,
+    query: dict[str, str],
+    body: Any,
+) -> None:
+    response = client.request(method, path, params=query or None, json=body)
+    assert_detail(response)
+    assert "Traceback" not in caplog.text
+
+
+def test_the_reported_500s_are_4xx_with_a_sentence(client: TestClient) -> None:
+    """The inputs of the security report, one by one, with the sentence each gets."""
+    for path in (
+        "/webhook/live-positions",
+        "/analytics/fleet-summary",
+        "/analytics/utilisation",
+        "/analytics/driver-behaviour",
+        "/analytics/fuel",
+    ):
+        got = assert_detail(client.get(path, params={"cost_centre": NUL}), 422)
+        assert got.startswith("cost_centre contains a control character"), got
+    got = assert_detail(client.post("/webhook/fleet-dashboard", data={"driver": NUL}), 422)
+    assert got.startswith("driver contains a control character")
+    got = assert_detail(client.get("/analytics/inc-dashboard", params={"cluster": NUL}), 422)
+    assert got.startswith("cluster contains a control character")
+    got = assert_detail(client.post("/webhook/fleet-dashboard", data={"end": "9999-12-31"}), 422)
+    assert got == "end: '9999-12-31' is outside the supported dates 2000-01-01 to 2099-12-31"
+    got = assert_detail(client.get("/analytics/fuel", params={"to": "0001-01-05"}), 422)
+    assert got == "to: '0001-01-05' is outside the supported dates 2000-01-01 to 2099-12-31"
+    got = assert_detail(
+        client.get("/analytics/inc-dashboard", params={"from": "0001-01-01T00:00:00"}), 422
+    )
+    assert got.startswith("from: '0001-01-01T00:00:00' is outside the supported dates")
+    got = assert_detail(
+        client.get(
+            "/webhook/live-positions/track",
+            params={"vehicle_number": "KCA 542Q", "hours": "9" * 400},
+        ),
+        422,
+    )
+    assert got == "hours must be between 1 and 168 (got a 400-digit number)"
+    got = assert_detail(client.get("/analytics/fuel-fills", params={"limit": "0"}), 422)
+    assert got == "limit must be between 1 and 5000 (got 0)"
+    got = assert_detail(client.get("/analytics/inc-dashboard", params={"window": "2y"}), 422)
+    assert got == "window must be one of 24h, 7d, 30d, 90d, custom (got '2y')"
+    got = assert_detail(client.get("/analytics/nope"), 404)
+    assert "/docs" in got
+    got = assert_detail(client.delete("/analytics/filters"), 405)
+    assert got.startswith("method DELETE is not allowed here")
+
+
+def test_hostile_bodies_are_refused_with_a_sentence(client: TestClient) -> None:
+    def post(content: bytes, ctype: str) -> Any:
+        return client.post(
+            "/webhook/fleet-dashboard", content=content, headers={"Content-Type": ctype}
+        )
+
+    deep = b'{"vehicles": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    got = assert_detail(post(deep, "application/json"), 422)
+    assert got == "the JSON is nested too deeply (more than 16 levels)"
+    got = assert_detail(post(b'{"city": "\xff\xfe"}', "application/json"), 422)
+    assert got.startswith("the body is not UTF-8 text")
+    got = assert_detail(post(b"city=%FF%FE", "application/x-www-form-urlencoded"), 422)
+    assert got == "the form body is not UTF-8 text once percent-decoded"
+    got = assert_detail(post(b"city=Nairobi%00", "application/x-www-form-urlencoded"), 422)
+    assert got.startswith("city contains a control character")
+    got = assert_detail(post(b'{"city": "\\ud800"}', "application/json"), 422)
+    assert got.startswith("city contains a control character or an invalid code point (U+D800")
+    big = b"city=" + b"a" * (1_048_576 + 1)
+    assert_detail(post(big, "application/x-www-form-urlencoded"), 413)
+    # A 5,000-digit limit is never int()-ed: it is clamped to the cap like any large limit.
+    huge = post(b'{"limit": ' + b"9" * 5000 + b"}", "application/json")
+    assert huge.status_code == 200 and huge.json()["summary"]["cap"] == 50_000
+    upload = client.post("/webhook/fleet-dashboard", files={"city": ("c.txt", b"Nairobi")})
+    assert assert_detail(upload, 400).startswith("Too many files")  # form fields only
+
+
+UNKNOWN = " — see /analytics/filters"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "params", "expected"),
+    [
+        ("GET", "/webhook/live-positions", {"cost_centre": "Atlantis"}, 'cost_centre "Atlantis"'),
+        ("GET", "/analytics/fleet-summary", {"cost_centre": "Atlantis"}, 'cost_centre "Atlantis"'),
+        ("GET", "/analytics/utilisation", {"cost_centre": "Atlantis"}, 'cost_centre "Atlantis"'),
+        ("GET", "/analytics/utilisation", {"vehicle_number": "ZZ 1"}, 'vehicle_number "ZZ 1"'),
+        ("GET", "/analytics/driver-behaviour", {"cost_centre": "Mars"}, 'cost_centre "Mars"'),
+        ("GET", "/webhook/live-positions/track", {"vehicle_number": "Z9"}, 'vehicle_number "Z9"'),
+        ("POST", "/webhook/fleet-dashboard", {"cost_centre": "Atlantis"}, 'cost_centre "Atlantis"'),
+        ("POST", "/webhook/fleet-dashboard", {"driver": "Nobody"}, 'driver "Nobody"'),
+        ("POST", "/webhook/fleet-dashboard", {"city": "Atlantis"}, 'city "Atlantis"'),
+        ("POST", "/webhook/fleet-dashboard", {"vehicles": "ZZ 1"}, 'vehicles "ZZ 1"'),
+        ("GET", "/analytics/fuel", {"cost_centre": "Atlantis"}, 'cost_centre "Atlantis"'),
+        ("GET", "/analytics/fuel", {"city": "Atlantis"}, 'city "Atlantis"'),
+        ("GET", "/analytics/fuel-fills", {"vehicle_number": "ZZ 1"}, 'vehicle_number "ZZ 1"'),
+        ("GET", "/analytics/inc-dashboard", {"cluster": "Atlantis"}, 'cluster "Atlantis"'),
+    ],
+)  # fmt: skip
+def test_unknown_filter_values_are_refused_everywhere(
+    client: TestClient, method: str, path: str, params: dict[str, str], expected: str
+) -> None:
+    if method == "POST":
+        response = client.post(path, data=params)
+    else:
+        response = client.get(path, params=params)
+    assert response.status_code == 422, response.text
+    assert response.json() == {"detail": f"unknown {expected}{UNKNOWN}"}
+
+
+def test_known_filter_values_in_any_spelling_still_answer(client: TestClient) -> None:
+    for path, params in [
+        ("/webhook/live-positions", {"cost_centre": "NAIROBI-NORTH"}),
+        ("/analytics/fleet-summary", {"cost_centre": "nairobi-north"}),
+        ("/analytics/utilisation", {"vehicle_number": "kca542q", "cost_centre": "All"}),
+        ("/analytics/driver-behaviour", {"cost_centre": " Kampala "}),
+        ("/analytics/fuel", {"city": "mombasa", "vehicle_number": "kda-777m"}),
+    ]:
+        assert client.get(path, params=params).status_code == 200, (path, params)
+    fields = {"driver": "ALICE WANJIRU", "city": "nairobi", "vehicles": "kca-542q"}
+    assert client.post("/webhook/fleet-dashboard", data=fields).status_code == 200
+
+
+def test_trips_map_echoes_the_dates_as_given(client: TestClient, fleet: Fleet) -> None:
+    today = (fleet.now + timedelta(hours=3)).date()
+    start, end = (today - timedelta(days=5)).isoformat(), today.isoformat()
+    summary = client.post("/webhook/fleet-dashboard", data={"start": start, "end": end}).json()[
+        "summary"
+    ]
+    assert (summary["start"], summary["end"]) == (start, end)
+    # The window actually used: [start 00:00 EAT, the day after end 00:00 EAT), in UTC.
+    assert summary["window"]["start"] == f"{today - timedelta(days=6)}T21:00:00+00:00"
+    assert summary["window"]["end"] == f"{end}T21:00:00+00:00"
+    # An ISO time comes back exactly as sent, too; without dates, the computed window.
+    iso = f"{start}T08:00:00+03:00"
+    assert (
+        client.post("/webhook/fleet-dashboard", json={"start": iso}).json()["summary"]["start"]
+        == iso
+    )
+    default = client.post("/webhook/fleet-dashboard", data={}).json()["summary"]
+    assert default["start"] == default["window"]["start"]
+    # Errors quote the dates as given, not the exclusive bound computed from them.
+    got = assert_detail(
+        client.post("/webhook/fleet-dashboard", data={"start": "2026-11-20", "end": "2026-11-10"})
+    )
+    assert got == "end (2026-11-10) is before start (2026-11-20)"
+
+
+def test_trips_map_range_is_capped_at_366_days(client: TestClient) -> None:
+    ok = client.post("/webhook/fleet-dashboard", data={"start": "2025-01-01", "end": "2026-01-01"})
+    assert ok.status_code == 200, ok.text  # 366 days, 2025-01-01 to 2026-01-01 inclusive
+    got = assert_detail(
+        client.post("/webhook/fleet-dashboard", data={"start": "2025-01-01", "end": "2026-01-02"}),
+        422,
+    )
+    assert got == "the date range is limited to 366 days (got 367 days)"
+    got = assert_detail(client.post("/webhook/fleet-dashboard", data={"start": "2020-01-01"}))
+    assert got.startswith("the date range is limited to 366 days")
+
+
+def test_statement_timeout_cancels_and_answers_503(db_url: str, fleet: Fleet) -> None:
+    settings = test_settings(db_url, vtrips_refresh_interval_s=0, dashboard_statement_timeout_s=1)
+    app = create_app(settings)
+
+    def slow(request: Request) -> Response:  # a read that outlives the limit
+        return json_from_sql(ro_pool(request), "SELECT pg_sleep(3)::text")
+
+    app.add_api_route("/test/slow", slow)
+    with TestClient(app) as client:
+        with app.state.ro_pool.connection() as conn:
+            row = conn.execute("SHOW statement_timeout").fetchone()
+        assert row is not None and row[0] == "1s"
+        response = client.get("/test/slow")
+        assert response.status_code == 503
+        assert response.json() == {
+            "detail": "the query took longer than 1 s and was cancelled: narrow the request"
+            " (a shorter date range or a filter)"
+        }
+        assert client.get("/analytics/filters").status_code == 200  # the pool carries on
+
+
+def test_statement_timeout_default_and_options_already_in_the_url(db_url: str) -> None:
+    from ts_shared import Settings, make_pool  # noqa: PLC0415
+
+    assert Settings(_env_file=None).dashboard_statement_timeout_s == 15
+    url = psycopg.conninfo.make_conninfo(db_url, options="-c role=dashboard_ro")
+    pool = make_pool(url, min_size=1, max_size=1, name="t", statement_timeout_s=15)
+    try:
+        with pool.connection() as conn:
+            row = conn.execute("SELECT current_user, current_setting('statement_timeout')")
+            assert row.fetchone() == ("dashboard_ro", "15s")
+    finally:
+        pool.close()
+
+
+def test_keys_only_in_headers_and_not_in_the_access_log(db_url: str, fleet: Fleet) -> None:
+    import logging  # noqa: PLC0415
+
+    from ts_shared import RedactSecretsFilter  # noqa: PLC0415
+
+    settings = test_settings(db_url, vtrips_refresh_interval_s=0, dashboard_api_keys="k-one")
+    with TestClient(create_app(settings)) as client:
+        for path in ("/analytics/filters", "/analytics/fuel", "/analytics/tickets-map"):
+            in_url = client.get(path, params={"key": "k-one"}, headers={"X-API-Key": "k-one"})
+            got = assert_detail(in_url, 401)
+            assert "X-API-Key header" in got and "never in the URL" in got
+            assert in_url.headers["www-authenticate"] == "Bearer"
+            assert client.get(path, headers={"X-API-Key": "k-one"}).status_code == 200
+            assert client.get(path, headers={"X-API-Key": "k-one "}).status_code == 401
+        access = logging.getLogger("uvicorn.access")
+        redactors = [f for f in access.filters if isinstance(f, RedactSecretsFilter)]
+        assert len(redactors) == 1  # attached once, however many apps started
+        record = logging.LogRecord(
+            "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+            ("127.0.0.1:5", "GET", "/analytics/filters?key=k-one&x=1", "1.1", 401), None,
+        )  # fmt: skip
+        assert redactors[0].filter(record)
+        assert "k-one" not in record.getMessage() and "key=***&x=1" in record.getMessage()
+
+
+def test_validation_errors_and_crashes_keep_the_shape(db_url: str) -> None:
+    """FastAPI's own validation (a typed parameter) and an unexpected exception answer in the
+    same shape as everything else."""
+    app = create_app(test_settings(db_url, vtrips_refresh_interval_s=0))
+
+    def typed(n: int) -> dict[str, int]:
+        return {"n": n}
+
+    def crash() -> None:
+        raise RuntimeError("boom")
+
+    app.add_api_route("/test/typed", typed)
+    app.add_api_route("/test/crash", crash)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        got = assert_detail(client.get("/test/typed", params={"n": "x"}), 422)
+        assert got.startswith("n is invalid: Input should be a valid integer")
+        assert assert_detail(client.get("/test/typed"), 422) == "n is invalid: Field required"
+        crashed = client.get("/test/crash")
+        assert crashed.status_code == 500
+        assert crashed.json() == {"detail": "internal error; the server log has the details"}

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from psycopg_pool import ConnectionPool
 
+from dashboard.errors import install_error_handlers
 from dashboard.fuel import router
 from tests.conftest import test_settings
 from ts_shared import Settings, make_pool
@@ -161,6 +162,7 @@ def client(db_url: str) -> Iterator[TestClient]:
     ro = psycopg.conninfo.make_conninfo(db_url, options="-c role=dashboard_ro")
     ro_pool = make_pool(ro, min_size=1, max_size=2, name="fuel_api_test")
     app = FastAPI()
+    install_error_handlers(app)
     app.include_router(router)
     app.state.ro_pool = ro_pool
     app.state.settings = test_settings(db_url)
@@ -199,20 +201,60 @@ def test_fuel_analytics_endpoint(client: TestClient, scripted: dict[str, Any]) -
 
 
 @pytest.mark.parametrize(
-    "params",
+    ("params", "message"),
     [
-        {"from": "2026-06-10", "to": "2026-06-01"},
-        {"from": "10/06/2026"},
-        {"from": "2025-01-01", "to": "2026-06-01"},
-        {"vehicle_number": "--"},
-        {"limit": "0"},
+        ({"from": "2026-06-10", "to": "2026-06-01"}, "to (2026-06-01) is before from (2026-06-10)"),
+        ({"from": "10/06/2026"}, "from: '10/06/2026' is not a valid date (use YYYY-MM-DD)"),
+        ({"from": "2026-02-30"}, "from: '2026-02-30' is not a valid date (use YYYY-MM-DD)"),
+        (
+            {"from": "2025-01-01", "to": "2026-06-01"},
+            "the date range is limited to 366 days (got 517 days)",
+        ),
+        (
+            {"to": "0001-01-05"},
+            "to: '0001-01-05' is outside the supported dates 2000-01-01 to 2099-12-31",
+        ),
+        ({"vehicle_number": "--"}, "vehicle_number has no letters or digits (got '--')"),
+        ({"vehicle_number": "ZZ 999"}, 'unknown vehicle_number "ZZ 999" — see /analytics/filters'),
+        ({"cost_centre": "CC-XXX"}, 'unknown cost_centre "CC-XXX" — see /analytics/filters'),
+        ({"city": "Atlantis"}, 'unknown city "Atlantis" — see /analytics/filters'),
+        ({"city": "Nai\x00robi"}, "city contains a control character"),
+        ({"limit": "0"}, "limit must be between 1 and 5000 (got 0)"),
+        ({"limit": "5001"}, "limit must be between 1 and 5000 (got 5001)"),
+        ({"limit": "9" * 400}, "limit must be between 1 and 5000 (got a 400-digit number)"),
+        ({"limit": "NaN"}, "limit must be a whole number between 1 and 5000 (got 'NaN')"),
     ],
 )
-def test_bad_parameters_are_422(client: TestClient, params: dict[str, str]) -> None:
-    path = "/analytics/fuel-fills"
-    assert client.get(path, params=params).status_code == 422
-    if "limit" not in params:
-        assert client.get("/analytics/fuel", params=params).status_code == 422
+def test_bad_parameters_are_422(
+    client: TestClient, scripted: dict[str, Any], params: dict[str, str], message: str
+) -> None:
+    """One sentence, FastAPI's validation list never (it was `{"detail": [{"type": ...}]}`)."""
+    paths = ["/analytics/fuel-fills"] + ([] if "limit" in params else ["/analytics/fuel"])
+    for path in paths:
+        response = client.get(path, params=params)
+        assert response.status_code == 422, path
+        body = response.json()
+        assert set(body) == {"detail"} and body["detail"].startswith(message), body
+
+
+def test_filters_are_case_insensitive_and_plates_from_fills_are_known(
+    client: TestClient, scripted: dict[str, Any], pool: ConnectionPool
+) -> None:
+    june = {"from": "2026-06-01", "to": "2026-06-30"}
+    body = client.get("/analytics/fuel-fills", params={**june, "cost_centre": "cc-nbo"}).json()
+    assert body["count"] == 5
+    body = client.get("/analytics/fuel", params={**june, "city": "MOMBASA"}).json()
+    assert body["totals"]["fills"] == 1
+    # A car that is in the fuel log but not in the fleet registry can still be picked.
+    with pool.connection() as conn:
+        conn.execute(
+            "INSERT INTO fuel.records (id, raw) VALUES ('U', %s)",
+            (json.dumps(fill("U", at(6, 9), 100, 30, car="KXX 001A")),),
+        )
+    body = client.get("/analytics/fuel-fills", params={**june, "vehicle_number": "kxx001a"})
+    assert body.status_code == 200, body.text
+    assert [f["id"] for f in body.json()["fills"]] == ["U"]
+    assert body.json()["from"] == "2026-06-01" and body.json()["to"] == "2026-06-30"
 
 
 def test_api_key_required_when_configured(client: TestClient, db_url: str) -> None:

@@ -187,6 +187,104 @@ def test_read_only_role_reads_reporting_and_cannot_write(
         assert client.post("/webhook/fleet-dashboard", data={}).status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        ("reporting.fn_live_positions('Atlantis')", 'unknown cost_centre "Atlantis"'),
+        ("reporting.fn_fleet_summary(' Atlantis ')", 'unknown cost_centre "Atlantis"'),
+        (
+            "reporting.fn_utilisation(current_date - 6, current_date, NULL, 'ZZ 1')",
+            'unknown vehicle_number "ZZ 1"',
+        ),
+        (
+            "reporting.fn_driver_behaviour(current_date - 6, current_date, 'Atlantis')",
+            'unknown cost_centre "Atlantis"',
+        ),
+        ("reporting.fn_vehicle_track('ZZ 1', 24)", 'unknown vehicle_number "ZZ 1"'),
+        ("reporting.fn_trips_for_map(p_driver => 'Nobody')", 'unknown driver "Nobody"'),
+        ("reporting.fn_trips_for_map(p_city => 'Atlantis')", 'unknown city "Atlantis"'),
+        (
+            "reporting.fn_trips_for_map(ARRAY['kca-542q', 'ZZ 2', 'ZZ 1', 'ZZ 1'])",
+            'unknown vehicles "ZZ 1", "ZZ 2"',
+        ),
+        ("reporting.fn_inc_dashboard('Atlantis')", 'unknown cluster "Atlantis"'),
+        (
+            "reporting.fn_trips_for_map(p_start => '2025-01-01', p_end => '2026-01-03')",
+            "the date range is limited to 366 days (got 367 days)",
+        ),
+        (
+            "reporting.fn_trips_for_map_text(p_start => '2026-11-20', p_end => '2026-11-11',"
+            " p_start_given => '2026-11-20', p_end_given => '2026-11-10')",
+            "end (2026-11-10) is before start (2026-11-20)",
+        ),
+    ],
+)
+def test_functions_refuse_unknown_filters_and_long_ranges(
+    fleet_conn: tuple[psycopg.Connection[Any], Fleet], call: str, message: str
+) -> None:
+    """SQL refuses what the API refuses (SQLSTATE 22023, the sentence the API returns)."""
+    conn, _ = fleet_conn
+    conn.execute("SET ROLE dashboard_ro")
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as caught:
+        conn.execute(f"SELECT {call}::text")
+    assert caught.value.diag.message_primary is not None
+    suffix = "" if "unknown" not in message else " — see /analytics/filters"
+    assert caught.value.diag.message_primary.startswith(message + suffix)
+
+
+def test_known_filters_pass_and_lookups_are_indexed(
+    fleet_conn: tuple[psycopg.Connection[Any], Fleet],
+) -> None:
+    conn, _ = fleet_conn
+    check = "SELECT reporting.check_filters(%s, %s, %s, %s, 'vehicles', %s)"
+    assert scalar(conn, check, "NAIROBI-NORTH", "alice wanjiru", " kampala ", ["KCB 900Z"], False)
+    assert scalar(conn, check, "all", "", None, ["*", "", "865135000000004"], False)
+    conn.execute(
+        "INSERT INTO fuel.records (id, raw) VALUES ('U', %s)",
+        (json.dumps({"id": "U", "car": "KXX 001A", "litres": "10"}),),
+    )
+    assert scalar(conn, check, None, None, None, ["kxx-001a"], True)  # only in fuel fills
+    with pytest.raises(psycopg.errors.InvalidParameterValue):
+        scalar(conn, check, None, None, None, ["kxx-001a"], False)
+    # One index probe per value, whatever the table size.
+    conn.execute("SET enable_seqscan = off")
+    for column, index in (
+        ("cost_centre", "devices_lower_cost_centre_idx"),
+        ("driver_name", "devices_lower_driver_name_idx"),
+        ("city", "devices_lower_city_idx"),
+    ):
+        plan = conn.execute(
+            f"EXPLAIN SELECT 1 FROM tracksolid.devices d WHERE lower(d.{column}) = lower('x')"
+        ).fetchall()
+        assert index in " ".join(str(r[0]) for r in plan), plan
+    plan = conn.execute(
+        "EXPLAIN SELECT 1 FROM tickets.inc i WHERE lower(i.cluster) = lower('x')"
+    ).fetchall()
+    assert "inc_lower_cluster_idx" in " ".join(str(r[0]) for r in plan), plan
+
+
+def test_trips_map_echoes_the_given_dates(
+    fleet_conn: tuple[psycopg.Connection[Any], Fleet],
+) -> None:
+    conn, _ = fleet_conn
+    doc = json.loads(
+        scalar(
+            conn,
+            "SELECT reporting.fn_trips_for_map_text(p_start => '2026-11-01 00:00+03',"
+            " p_end => '2026-11-11 00:00+03', p_start_given => '2026-11-01',"
+            " p_end_given => '2026-11-10')",
+        )
+    )
+    summary = doc["summary"]
+    assert (summary["start"], summary["end"]) == ("2026-11-01", "2026-11-10")
+    assert summary["window"] == {
+        "start": "2026-10-31T21:00:00+00:00",
+        "end": "2026-11-10T21:00:00+00:00",
+    }
+    old = json.loads(scalar(conn, "SELECT reporting.fn_trips_for_map()::text"))["summary"]
+    assert old["start"] == old["window"]["start"] and old["end"] == old["window"]["end"]
+
+
 # ── Both variants answer the same ──────────────────────────────────────────────────────────
 
 

@@ -17,6 +17,7 @@ from pydantic import SecretStr
 
 import import_tickets
 from dashboard import tickets
+from dashboard.errors import install_error_handlers
 from tickets_import.sample import ticket, to_csv
 from ts_shared import Settings, make_pool
 
@@ -92,6 +93,7 @@ def client(
     )
     assert code == 0
     app = FastAPI()
+    install_error_handlers(app)
     app.include_router(tickets.router)
     app.state.ro_pool = ro_pool
     app.state.settings = settings
@@ -135,18 +137,58 @@ def test_inc_dashboard_payload(client: TestClient) -> None:
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"window": "1y"}, "window"),
-        ({"status": "bogus"}, "status"),
-        ({"window": "custom"}, "needs both"),
-        ({"from": "2026-06-10T00:00:00Z", "to": "2026-06-01T00:00:00Z"}, "before"),
-        ({"from": "2024-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}, "366"),
-        ({"from": "not-a-date"}, "datetime"),
+        ({"window": "1y"}, "window must be one of 24h, 7d, 30d, 90d, custom (got '1y')"),
+        ({"window": "2y"}, "window must be one of 24h, 7d, 30d, 90d, custom (got '2y')"),
+        (
+            {"status": "bogus"},
+            "status must be one of all, open, pending, actionable, breached, new, assigned,"
+            " in_progress, other (got 'bogus')",
+        ),
+        ({"window": "custom"}, "window=custom needs both 'from' and 'to'"),
+        (
+            {"from": "2026-06-10T00:00:00Z", "to": "2026-06-01T00:00:00Z"},
+            "'from' (2026-06-10T00:00:00Z) must be before 'to' (2026-06-01T00:00:00Z)",
+        ),
+        (
+            {"from": "2024-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"},
+            "the date range is limited to 366 days (got 731 days)",
+        ),
+        (
+            {"from": "not-a-date"},
+            "from: 'not-a-date' is not a date or time (use YYYY-MM-DD or ISO-8601 such as"
+            " 2026-11-20T08:00:00+03:00)",
+        ),
+        ({"from": "2026-02-30", "to": "2026-03-02"}, "from: '2026-02-30' is not a valid date"),
+        (
+            {"from": "0001-01-01T00:00:00"},
+            "from: '0001-01-01T00:00:00' is outside the supported dates 2000-01-01 to 2099-12-31",
+        ),
+        ({"cluster": "Atlantis"}, 'unknown cluster "Atlantis" — see /analytics/filters'),
+        ({"cluster": "Kili\x00mani"}, "cluster contains a control character"),
+        ({"cluster": "k" * 201}, "cluster is too long (at most 200 characters, got 201)"),
     ],
 )
 def test_bad_parameters_are_422(client: TestClient, params: dict[str, str], message: str) -> None:
+    """One sentence, FastAPI's validation list never (it was `{"detail": [{"type": ...}]}`)."""
     response = client.get("/analytics/inc-dashboard", params=params)
     assert response.status_code == 422
-    assert message in response.text
+    body = response.json()
+    assert set(body) == {"detail"} and isinstance(body["detail"], str)
+    assert body["detail"].startswith(message), body
+
+
+def test_cluster_is_case_insensitive_and_dates_are_echoed(client: TestClient) -> None:
+    body = client.get("/analytics/inc-dashboard", params={"cluster": " kilimani "}).json()
+    assert ids(body["open"]) == ["A2", "A1"] and body["params"]["cluster"] == "kilimani"
+    assert client.get("/analytics/inc-dashboard", params={"cluster": "all"}).status_code == 200
+    today = datetime.now(UTC).date()
+    frm, to = (today - timedelta(days=25)).isoformat(), (today - timedelta(days=10)).isoformat()
+    custom = client.get("/analytics/inc-dashboard", params={"from": frm, "to": to}).json()
+    assert (custom["params"]["from"], custom["params"]["to"]) == (frm, to)  # as given
+    assert ids(custom["closed"]) == ["C2"]
+    # Without from/to, the computed window is reported.
+    default = client.get("/analytics/inc-dashboard").json()["params"]
+    assert default["from"].endswith("+00:00") and default["to"].endswith("+00:00")
 
 
 def test_tickets_map_and_api_key(client: TestClient, settings: Settings) -> None:

@@ -13,6 +13,7 @@ from starlette.datastructures import Headers
 
 from tests import push_factories as f
 from webhook import parse as p
+from webhook.redact import redact_body, scrub_secret
 from webhook.store import Delivery
 from webhook_receiver import decode_fields
 
@@ -274,3 +275,137 @@ def test_fast_form_decoding_matches_urllib(body: bytes) -> None:
     hdr = Headers({"content-type": "application/x-www-form-urlencoded"})
     got = asyncio.run(decode_fields(body, hdr))
     assert got == dict(parse_qsl(body.decode(), keep_blank_values=True))
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        ("[1e999]", ["1e999"]),
+        ("[-1e999, 1e-999, 0e-5000]", ["-1e999", "1e-999", "0e-5000"]),
+        ("[NaN, Infinity, -Infinity]", ["NaN", "Infinity", "-Infinity"]),
+        ("[" + "9" * 400 + "]", ["9" * 400]),
+        ("[" + "1" * 5000 + "]", ["1" * 5000]),  # past Python's int-string limit: no error
+        ("[1.5, -0, 12, 1e300, " + "9" * 300 + "]", [1.5, 0, 12, 1e300, int("9" * 300)]),
+    ],
+)
+def test_numbers_no_column_can_hold_are_kept_as_text(raw: str, value: list[Any]) -> None:
+    """jsonb refuses NaN/Infinity and the typed columns cannot hold 1e999: the value stays
+    its text (a JSON string), so the item and its siblings still store."""
+    decoded, stored = p.decode_json(raw, "data_list")
+    assert decoded == value
+
+    def refuse(literal: str) -> None:
+        raise AssertionError(f"{literal} in the stored text: jsonb would refuse it")
+
+    assert json.loads(stored, parse_constant=refuse) == value
+
+
+@pytest.mark.parametrize(
+    ("doc", "deep"),
+    [
+        ("[" * 32 + "]" * 32, False),
+        ("[" * 33 + "]" * 33, True),
+        ('{"a":' * 33 + "1" + "}" * 33, True),
+        ("[" * 33, True),  # truncated: a parser would still recurse 33 deep
+        (b"[" * 5000, True),
+        ('["' + "[" * 40 + '"]', False),  # brackets inside a string
+        ('["\\"' + "[" * 40 + '"]', False),  # ... after an escaped quote
+        ('["\\\\"' + "[" * 40, True),  # an escaped backslash ends the string
+        ('"' + "[" * 40, False),  # an unterminated string: nothing after it is structure
+        ("]" + "[" * 40, False),  # a parser stops at the first character
+        ("[]" * 10_000, False),
+        (json.dumps([f.alarm(as_string=True)] * 50), False),
+    ],
+)
+def test_json_too_deep(doc: str | bytes, deep: bool) -> None:
+    assert p.json_too_deep(doc) is deep
+
+
+def test_too_deep_json_is_refused_before_json_loads() -> None:
+    with pytest.raises(p.MalformedDeliveryError, match="nests deeper than 32 levels"):
+        p.decode_json("[" * 5000 + "]" * 5000, "data_list")
+    # A JSON string field nested too deep stays the string: the alarm is an item error.
+    item = f.alarm()
+    item["msg"] = "[" * 5000 + "]" * 5000
+    with pytest.raises(p.ItemError, match="msg is not a JSON object"):
+        p.parse_alarm(item, CTX)
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        "0000-01-01 00:00:00",
+        "0001-01-01T00:00:00+14:00",
+        "9999-12-31 23:59:59",
+        "9999-12-31T23:59:59-14:00",
+        "99999-01-01",
+        -62135596800,
+        253402300800,
+        10**20,
+        -(10**20),
+        "1" * 300,
+        1e308,
+        True,
+        [2026, 3, 2],
+        {"y": 2026},
+    ],
+)
+def test_extreme_dates_are_item_errors(when: Any) -> None:
+    with pytest.raises(p.ItemError, match="gpsTime"):
+        p.parse_gps(f.gps(gpsTime=when, gateTime=""), CTX)
+
+
+@pytest.mark.parametrize(
+    ("body", "ctype", "reason"),
+    [
+        (b"data_list=%5B%5D&x=\xff", "application/x-www-form-urlencoded", "not valid UTF-8"),
+        (b"data_list=%FF", "application/x-www-form-urlencoded", "not valid UTF-8 once decoded"),
+        (b"data_list=[]\x00", "application/x-www-form-urlencoded", "NUL byte"),
+        (b"data_list=%5B%00%5D", "application/x-www-form-urlencoded", "field data_list contains"),
+        (b"data_list=" + b"%5B" * 40, "application/x-www-form-urlencoded", "nests deeper"),
+        (b'{"data":' + b"[" * 40 + b"]" * 40 + b"}", "application/json", "nests deeper"),
+        (b'{"msgType":"a\\u0000"}', "application/json", "field msgType contains a NUL"),
+        (b'{"token":"\\udc00"}', "application/json", "field token is not valid UTF-8"),
+        (b'{"data":NaN', "application/json", "body is not valid JSON"),
+    ],
+)
+def test_structural_checks_refuse_before_anything_else(
+    body: bytes, ctype: str, reason: str
+) -> None:
+    with pytest.raises(p.MalformedDeliveryError, match=reason):
+        asyncio.run(decode_fields(body, Headers({"content-type": ctype})))
+
+
+SECRET = "s3cret-push-token"
+
+
+@pytest.mark.parametrize(
+    ("body", "kept"),
+    [
+        (b"token=s3cret-push-token&data_list=%5B", "token=***&data_list=%5B"),
+        (b"data_list=x&%74oken=abc&x=1", "data_list=x&%74oken=***&x=1"),
+        (b"\xff\x00token=zz&a=1", "\ufffdtoken=***&a=1"),
+        (b'{"msgType":"a","token":"x\\"y","data":1}', '{"msgType":"a","token":"***","data":1}'),
+        (b'{"token": 12345}', '{"token": "***"}'),
+        (
+            b'--b\r\nContent-Disposition: form-data; name="token"\r\n\r\nabc\r\n--b--',
+            '--b\r\nContent-Disposition: form-data; name="token"\r\n\r\n***\r\n--b--',
+        ),
+        (b"note=echo+s3cret-push-token+here", "note=echo+***+here"),
+        (b'{"note":"s3cret-push-token"}', '{"note":"***"}'),
+    ],
+)
+def test_redact_body_blanks_the_token(body: bytes, kept: str) -> None:
+    assert redact_body(body, SECRET) == kept
+
+
+def test_scrub_secret_only_rewrites_when_the_token_is_there() -> None:
+    value = [{"a": f"x {SECRET} y", SECRET: 1}]
+    text = json.dumps(value)
+    assert scrub_secret(value, text, SECRET) == (
+        [{"a": "x *** y", "***": 1}],
+        '[{"a":"x *** y","***":1}]',
+    )
+    clean = [{"a": 1}]
+    assert scrub_secret(clean, '[{"a": 1}]', SECRET) == (clean, '[{"a": 1}]')
+    assert scrub_secret(clean, '[{"a": 1}]', None) == (clean, '[{"a": 1}]')

@@ -18,7 +18,7 @@ from tests import push_factories as f
 from tests.conftest import test_settings
 from ts_shared import Settings
 from webhook.spool import Spool
-from webhook_receiver import create_app
+from webhook_receiver import PushTokenMissingError, create_app
 
 # Production runs TimescaleDB; plain PostgreSQL + PostGIS stays supported: both, every test.
 pytestmark = pytest.mark.both_engines
@@ -163,15 +163,37 @@ def test_token_wrong_or_missing_is_401_and_not_stored(client: TestClient, db_url
     assert client.post(f"/pushgps?token={TOKEN}", data=f.iothub_form(items)).status_code == 200
 
 
-def test_without_token_setting_everything_is_accepted_and_a_warning_logged(
+@pytest.mark.parametrize("token", [None, "", "   "])
+def test_without_token_setting_the_receiver_refuses_to_start(
+    db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, token: str | None
+) -> None:
+    settings = test_settings(
+        db_url, jimi_push_token=token, webhook_spool_dir=str(tmp_path / "spool")
+    )
+    refused = pytest.raises(PushTokenMissingError, match=r"JIMI_PUSH_TOKEN .* or JIMI_PUSH_OPEN=1")
+    with refused, TestClient(create_app(settings)):
+        pass  # pragma: no cover - the lifespan refuses before
+    assert "refuses to start" in caplog.text
+    assert count(db_url, "push_inbox") == 0
+
+
+def test_without_token_setting_but_jimi_push_open_everything_is_accepted_with_a_warning(
     db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = test_settings(db_url, webhook_spool_dir=str(tmp_path / "spool"))
+    settings = test_settings(db_url, jimi_push_open=True, webhook_spool_dir=str(tmp_path / "spool"))
     caplog.set_level(logging.WARNING)
     with TestClient(create_app(settings)) as c:
         assert c.post("/pushgps", data=f.iothub_form([f.gps()])).status_code == 200
-    assert "JIMI_PUSH_TOKEN is not set" in caplog.text
+        assert c.post("/pushgps", data=f.iothub_form([f.gps()], "any")).status_code == 200
+    assert "accepted without a token" in caplog.text
     assert count(db_url, "position_history") == 1
+
+
+def test_jimi_push_open_is_ignored_when_a_token_is_set(recv_settings: Settings) -> None:
+    settings = recv_settings.model_copy(update={"jimi_push_open": True})
+    with TestClient(create_app(settings)) as c:
+        assert c.post("/pushgps", data=f.iothub_form([f.gps()])).status_code == 401
+        assert c.post("/pushgps", data=f.iothub_form([f.gps()], TOKEN)).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -203,23 +225,133 @@ def test_malformed_delivery_is_400_with_reason_and_recorded(
     assert reason in log[0][2]
 
 
-def test_malformed_bodies_never_500(client: TestClient, db_url: str) -> None:
-    hdr = {"content-type": "application/x-www-form-urlencoded"}
-    assert client.post("/pushgps", content=b"\xff\xfe\x00garbage", headers=hdr).status_code == 401
-    bad_json = {"content-type": "application/json"}
-    assert client.post("/push", content=b"{broken", headers=bad_json).status_code == 401
-    assert (
-        client.post(f"/push?token={TOKEN}", content=b"{broken", headers=bad_json).status_code == 400
-    )
-    assert (
-        client.post(f"/push?token={TOKEN}", content=b"[1,2]", headers=bad_json).status_code == 400
-    )
-    resp = client.post(f"/pushgps?token={TOKEN}", content=b"\xff\xfe\x00garbage", headers=hdr)
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+JSON_CT = {"content-type": "application/json"}
+DEEP = b"[" * 5000 + b"]" * 5000
+
+
+@pytest.mark.parametrize(
+    ("url", "body", "headers", "reason"),
+    [
+        # Structure is checked before the token: malformed bodies are 400 with or without one.
+        ("/pushgps", b"\xff\xfe\x00garbage", FORM, "body is not valid UTF-8 (byte 0)"),
+        (
+            "/pushgps",
+            b"token=" + TOKEN.encode() + b"&data_list=%5B\xff%5D",
+            FORM,
+            "not valid UTF-8",
+        ),
+        ("/pushgps", b"token=" + TOKEN.encode() + b"&data_list=%FF", FORM, "not valid UTF-8"),
+        ("/pushgps", b"data_list=[]\x00", FORM, "NUL byte"),
+        ("/push", b"msgType=a%00b&data=%7B%7D", FORM, "field msgType contains a NUL"),
+        ("/pushgps", b"data_list=" + DEEP, FORM, "data_list nests deeper than 32 levels"),
+        ("/push", b'{"msgType":"x","data":' + DEEP + b"}", JSON_CT, "JSON body nests deeper"),
+        ("/push", DEEP, JSON_CT, "JSON body nests deeper"),
+        ("/push", b"{broken", JSON_CT, "body is not valid JSON"),
+        ("/push", b"[1,2]", JSON_CT, "JSON body must be an object"),
+        ("/push", b'{"msgType":"\\ud800","data":{}}', JSON_CT, "field msgType is not valid UTF-8"),
+        ("/push", b"--x\r\n", {"content-type": "multipart/form-data"}, "malformed multipart"),
+    ],
+)
+@pytest.mark.parametrize("authenticated", [False, True])
+def test_malformed_input_is_refused_before_the_token_and_never_500(
+    client: TestClient,
+    db_url: str,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    reason: str,
+    authenticated: bool,
+) -> None:
+    """400 and a one-sentence reason whether or not a token came with it; only a body whose
+    sender proved the token (on the URL here) is kept in the inbox, token blanked."""
+    if authenticated:
+        url += f"?token={TOKEN}"
+    resp = client.post(url, content=body, headers=headers)
     assert resp.status_code == 400
-    assert "not UTF-8" in resp.json()["msg"]
-    assert q(db_url, "SELECT count(*) FROM tracksolid.push_inbox WHERE status = 'rejected'") == [
-        (3,)
+    assert resp.json()["code"] == 400
+    assert reason in resp.json()["msg"]
+    assert "\n" not in resp.json()["msg"]
+    recorded = q(db_url, "SELECT status, raw_body FROM tracksolid.push_inbox")
+    form_token = body.startswith(b"token=")
+    if authenticated or form_token:
+        assert len(recorded) == 1
+        assert recorded[0][0] == "rejected"
+        assert TOKEN not in recorded[0][1]
+    else:
+        assert recorded == []
+    assert count(db_url, "position_history") == 0
+
+
+def test_token_is_blanked_in_what_is_stored_and_spooled(
+    client: TestClient, recv_settings: Settings, db_url: str
+) -> None:
+    """A rejected body keeps everything but the token (form field, JSON member, or the value
+    wherever it appears); an accepted delivery's payload and raw rows never hold it."""
+    bad_form = {"token": TOKEN, "data_list": "[{oops", "note": f"echo {TOKEN}"}
+    assert client.post("/pushgps", data=bad_form).status_code == 400
+    bad_json = {"msgType": "jimi.push.device.alarm", "token": TOKEN, "data": "oops"}
+    assert client.post("/push", json=bad_json).status_code == 400
+    item = f.obd()
+    item["comment"] = f"token {TOKEN} in a field"
+    assert client.post("/pushobd", data=f.iothub_form([item], TOKEN)).status_code == 200
+    assert (
+        client.post(f"/push?token={TOKEN}", data=f.openapi_form(f.openapi_alarm())).status_code
+        == 200
+    )
+    raw = q(
+        db_url, "SELECT raw_body FROM tracksolid.push_inbox WHERE status = 'rejected' ORDER BY 1"
+    )
+    assert len(raw) == 2
+    assert all(TOKEN not in r[0] for r in raw)
+    assert any("token=***&data_list=" in r[0] and "note=echo+***" in r[0] for r in raw)
+    assert any('"token": "***"' in r[0] or '"token":"***"' in r[0] for r in raw)
+    everything = q(
+        db_url,
+        "SELECT concat_ws(' ', p.payload::text, p.raw_body, p.errors::text)"
+        " FROM tracksolid.push_inbox p"
+        " UNION ALL SELECT raw::text FROM tracksolid.obd_readings"
+        " UNION ALL SELECT raw::text FROM tracksolid.alarms"
+        " UNION ALL SELECT concat_ws(' ', method, error, detail::text)"
+        " FROM tracksolid.ingestion_log",
+    )
+    assert len(everything) >= 6
+    assert not [row for row in everything if TOKEN in (row[0] or "")]
+    assert q(db_url, "SELECT raw->>'comment' FROM tracksolid.obd_readings") == [
+        ("token *** in a field",)
     ]
+    # While the database is down the same deliveries go to the spool: it holds no token either.
+    pipeline = client.app.state.pipeline  # type: ignore[attr-defined]
+    pipeline._spooling = True  # what a connection failure switches on
+    pipeline.stop()  # no replay: keep the files on disk to look at
+    assert client.post("/pushgps", data=bad_form).status_code == 400
+    assert client.post("/pushobd", data=f.iothub_form([item], TOKEN)).status_code == 200
+    files = list(Path(recv_settings.webhook_spool_dir).glob("*.json"))
+    assert len(files) == 2
+    assert all(TOKEN not in p.read_text() for p in files)
+
+
+def test_only_the_exact_token_is_accepted(client: TestClient, db_url: str) -> None:
+    """Constant-time comparison on bytes; any non-string token is simply wrong (never a 500)."""
+    alarm = f.openapi_alarm()
+    for wrong in [
+        TOKEN.upper(),
+        TOKEN + " ",
+        TOKEN[:-1],
+        12345,
+        None,
+        [TOKEN],
+        {"t": TOKEN},
+        "\ud800",
+    ]:
+        body = {"msgType": "jimi.push.device.alarm", "data": alarm, "token": wrong}
+        resp = client.post("/push", content=json.dumps(body), headers=JSON_CT)
+        assert resp.status_code in (400, 401), wrong
+    assert (
+        client.post("/push", json={"msgType": "x", "data": alarm, "token": TOKEN}).status_code
+        == 200
+    )
+    assert count(db_url, "push_inbox") == 1
 
 
 def test_oversized_body_is_413_and_unknown_path_404(client: TestClient, db_url: str) -> None:

@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any, NamedTuple
 
 from ts_shared import clean, clean_bool, clean_int, clean_num, clean_ts
@@ -329,7 +330,10 @@ def parse_time(
         if required:
             raise ItemError(f"missing {keys[0]}")
         return None
-    moment = clean_ts(raw)
+    try:
+        moment = clean_ts(raw)
+    except (OverflowError, ValueError, OSError):  # e.g. year 1 with an offset, pushed past 1 AD
+        moment = None
     if moment is None:
         if required:
             raise ItemError(f"unparsable {keys[0]} {str(raw)[:40]!r}")
@@ -378,13 +382,14 @@ def pos_type(value: Any) -> str | None:
 
 
 def json_field(value: Any) -> Any:
-    """A field that may be a JSON object/array or a JSON-encoded string of one."""
+    """A field that may be a JSON object/array or a JSON-encoded string of one (a string that
+    is not JSON, or nests deeper than `MAX_JSON_DEPTH`, stays the string)."""
     if isinstance(value, str):
         stripped = value.strip()
         if stripped[:1] in {"{", "["}:
             try:
-                return json.loads(stripped)
-            except ValueError:
+                return sanitize(loads_json(stripped, "field")[0])
+            except MalformedDeliveryError:
                 return value
     return value
 
@@ -852,7 +857,7 @@ class MalformedDeliveryError(ValueError):
     """The delivery itself cannot be read (bad form, bad JSON, wrong shape): HTTP 400."""
 
 
-def _sanitize(value: Any) -> Any:
+def sanitize(value: Any) -> Any:
     """Drop what PostgreSQL cannot store: NUL characters and unpaired surrogates."""
     if isinstance(value, str):
         if "\x00" in value:
@@ -863,24 +868,116 @@ def _sanitize(value: Any) -> Any:
             value = value.encode("utf-8", "replace").decode("utf-8")
         return value
     if isinstance(value, list):
-        return [_sanitize(v) for v in value]
+        return [sanitize(v) for v in value]
     if isinstance(value, dict):
-        return {_sanitize(k): _sanitize(v) for k, v in value.items()}
+        return {sanitize(k): sanitize(v) for k, v in value.items()}
     return value
 
 
-def decode_json(raw: str, what: str) -> tuple[Any, str]:
+MAX_JSON_DEPTH = 32  # JIMI payloads nest 2-3 deep; the bound keeps every recursion shallow
+_MAX_INT_DIGITS = 300  # larger integers do not fit a float (the typed columns) and stay text
+_MAX_FLOAT_TEXT = 100
+_MAX_EXPONENT = 300
+_NOT_STRUCTURE = bytes(range(256)).translate(None, b'"[]{}')  # every byte but these five
+_COLLAPSE = bytes.maketrans(b"[]{}", b"()()")
+
+
+@cache
+def _bounded(limit: int) -> re.Pattern[bytes]:
+    """A regex matching `(`/`)` sequences whose depth never exceeds `limit`: `limit` nested
+    possessive groups. The regex engine runs it on its own heap stack, in linear time."""
+    pattern = ""
+    for _ in range(limit):
+        pattern = rf"(?:\({pattern}\))*+"
+    return re.compile(pattern.encode())
+
+
+def json_too_deep(doc: str | bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True when the JSON text `doc` nests arrays/objects deeper than `limit`.
+
+    No recursion and no per-character Python loop (a hostile 1 MiB body costs under 10 ms,
+    less than parsing it): escaped backslashes and quotes are dropped, every byte but quotes
+    and brackets deleted, the string contents (odd pieces between quotes) cut out, and what
+    remains — the brackets outside strings — matched against a bounded-depth regex. Invalid
+    JSON may be reported as too deep; a parser refuses it anyway.
+    """
+    raw = doc.encode("utf-8", "surrogatepass") if isinstance(doc, str) else doc
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    if b"\\" in raw:
+        raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    marks = raw.translate(_COLLAPSE, _NOT_STRUCTURE)
+    if b'"' in marks:
+        # Adjacent quotes enclose no bracket (an empty string, or the gap between two strings):
+        # dropping them keeps what is inside/outside strings; usually no quote is left.
+        marks = marks.replace(b'""', b"")
+    if b'"' in marks:
+        marks = b"".join(marks.split(b'"')[0::2])
+    if marks.count(b"(") <= limit:
+        return False
+    # Closers appended so an unclosed (truncated) text is judged by its depth alone: the
+    # match then stops at a `(` only where the depth would pass `limit`.
+    marks += b")" * (limit + 1)
+    match = _bounded(limit).match(marks)
+    end = match.end() if match else 0
+    return marks[end : end + 1] == b"("
+
+
+def loads_json(raw: str, what: str, *, depth_checked: bool = False) -> tuple[Any, bool]:
+    """`json.loads` with the receiver's limits; returns (value, changed).
+
+    Refuses (`MalformedDeliveryError`) text that is not JSON or nests deeper than
+    `MAX_JSON_DEPTH`. Numbers that no column and no jsonb can hold — `NaN`, `Infinity`,
+    `1e999`, a 400-digit integer, an exponent past ±300 — are kept as their text (a string),
+    so the item still stores and the field maps to NULL; `changed` then says the value no
+    longer matches `raw` exactly.
+    """
+    if not depth_checked and json_too_deep(raw):
+        raise MalformedDeliveryError(f"{what} nests deeper than {MAX_JSON_DEPTH} levels")
+    changed = False
+
+    def as_float(text: str) -> float | str:
+        nonlocal changed
+        if len(text) <= _MAX_FLOAT_TEXT:
+            exponent = text.lower().partition("e")[2]
+            if not exponent or abs(int(exponent)) <= _MAX_EXPONENT:
+                number = float(text)
+                if math.isfinite(number):
+                    return number
+        changed = True
+        return text
+
+    def as_int(text: str) -> int | str:
+        nonlocal changed
+        if len(text) <= _MAX_INT_DIGITS:
+            return int(text)
+        changed = True
+        return text
+
+    def as_constant(text: str) -> str:
+        nonlocal changed
+        changed = True
+        return text
+
+    try:
+        value = json.loads(raw, parse_float=as_float, parse_int=as_int, parse_constant=as_constant)
+    except json.JSONDecodeError as exc:
+        raise MalformedDeliveryError(
+            f"{what} is not valid JSON ({exc.msg} at character {exc.pos})"
+        ) from exc
+    return value, changed
+
+
+def decode_json(raw: str, what: str, *, depth_checked: bool = False) -> tuple[Any, str]:
     """Decode a JSON text; return (value, text to store as jsonb).
 
     The text is the input itself unless it had to be cleaned (`\\u0000`, lone surrogates,
-    which jsonb refuses). `MalformedDeliveryError` when it is not JSON.
+    which jsonb refuses; numbers kept as text, see `loads_json`). `MalformedDeliveryError` when
+    it is not JSON or nests too deep (`depth_checked`: the caller already ran `json_too_deep`).
     """
-    try:
-        value = json.loads(raw)
-    except ValueError as exc:
-        raise MalformedDeliveryError(f"{what} is not valid JSON: {exc}") from exc
-    if "\\u" in raw or "\x00" in raw:
-        value = _sanitize(value)
+    value, changed = loads_json(raw, what, depth_checked=depth_checked)
+    if changed or "\\u" in raw or "\x00" in raw:
+        value = sanitize(value)
         raw = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     return value, raw
 

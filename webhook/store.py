@@ -92,7 +92,9 @@ class Delivery:
         return digest.digest()
 
     def to_json(self) -> bytes:
-        """The spool record."""
+        """The spool record (ASCII JSON: any string round-trips, even an unpaired surrogate).
+
+        Holds no token: the HTTP layer blanked it in `data` before building the Delivery."""
         record = {
             "v": 1,
             "path": self.path,
@@ -101,7 +103,7 @@ class Delivery:
             "received_at": self.received_at.isoformat(),
             "reject_reason": self.reject_reason,
         }
-        return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
+        return json.dumps(record, separators=(",", ":")).encode("ascii")
 
     @classmethod
     def from_json(cls, raw: bytes) -> Delivery:
