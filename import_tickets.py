@@ -4,33 +4,45 @@
     python import_tickets.py --from-bucket              # dry run: parse and count, write nothing
     python import_tickets.py --inc-csv FILE --apply     # a local file (development)
     python import_tickets.py --geocode-clusters --geocode-locations --apply
+    python import_tickets.py --list-rejects             # dead letters and quarantined files
+    python import_tickets.py --retry-rejects [--apply]  # re-parse dead letters after a fix
+    python import_tickets.py --retry-quarantine KEY [--apply]   # put a quarantined file back
 
-See docs/tickets.md. Per change file: parse → one transaction (upsert rows + advance the
-watermark) → commit → move the file to `processed/`. A crash between commit and move leaves
-a file at or below the watermark in `changes/`; the next run only archives it.
+See docs/tickets.md. Per change file: parse → one transaction (upsert rows + dead-letter the
+rejected ones + advance the watermark) → commit → move the file to `processed/`. A crash
+between commit and move leaves a file at or below the watermark in `changes/`; the next run
+only archives it. A file that cannot be read at all is moved to `quarantine/<key>` (reason
+object beside it), recorded, and the drain goes on.
 
-Exit status: 0 ok · 1 failure (database, archive, geocoder) · 2 usage · 3 a file could not
-be read (it is left in place and named in the log and the summary line).
+Exit status: 0 ok (also when rows were dead-lettered or files quarantined: warnings in the log,
+counts in the summary) · 1 failure (database, S3 listing/archive/quarantine, geocoder) ·
+2 usage · 3 a file could not be fetched or set aside (the drain stopped before it; named in
+the log and the summary line), or a local --inc-csv file could not be read.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import logging
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from tickets_import import feed, geocode, store
-from tickets_import.parse import ParsedFile, UnreadableFileError, parse_csv_bytes
+from tickets_import import feed, geocode, replay, store
+from tickets_import.parse import (
+    ParsedFile,
+    UnreadableFileError,
+    parse_csv_bytes,
+)
 from ts_shared import (
     DatabaseUnavailableError,
     Settings,
@@ -65,10 +77,13 @@ class RunSummary:
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
-    rows_skipped: int = 0
+    rows_skipped: int = 0  # rejected rows: dead-lettered in tickets.rejects (with --apply)
     dropped_alarm: int = 0
     dropped_sentinel: int = 0
     warnings: int = 0
+    rejects_retried: int = 0  # --retry-rejects: dead letters looked at
+    rejects_resolved: int = 0  # ... imported (or dropped by design) and removed
+    quarantined: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     locked_out: bool = False
@@ -81,7 +96,8 @@ class RunSummary:
 
     @property
     def exit_code(self) -> int:
-        """0 ok, 3 when a file could not be read, 1 on any other failure."""
+        """0 ok (dead letters and quarantined files are not failures), 3 when a file could
+        not be fetched or set aside, 1 on any other failure."""
         if self.unreadable:
             return EXIT_UNREADABLE
         return EXIT_FAILED if self.failed else EXIT_OK
@@ -99,9 +115,13 @@ class RunSummary:
             "updated": self.updated,
             "unchanged": self.unchanged,
             "skipped": self.rows_skipped,
+            "rejected": self.rows_skipped,
             "dropped_alarm": self.dropped_alarm,
             "dropped_sentinel": self.dropped_sentinel,
             "warnings": self.warnings,
+            "rejects_retried": self.rejects_retried,
+            "rejects_resolved": self.rejects_resolved,
+            "quarantined": self.quarantined,
             "unreadable": self.unreadable,
             "failed": self.failed,
         }
@@ -115,10 +135,15 @@ class RunSummary:
             f" archived={self.files_archived + self.files_recovered}"
             f" rows read={self.rows_read} upserted={self.upserted}"
             f" (new={self.inserted} changed={self.updated} unchanged={self.unchanged})"
-            f" skipped={self.rows_skipped} dropped(alarm={self.dropped_alarm}"
+            f" rejected={self.rows_skipped} dropped(alarm={self.dropped_alarm}"
             f" sentinel={self.dropped_sentinel}) warnings={self.warnings}"
+            f" quarantined={len(self.quarantined)}"
             f" errors={len(self.unreadable) + len(self.failed)}"
         )
+        if self.rejects_retried:
+            text += f" retried={self.rejects_retried} resolved={self.rejects_resolved}"
+        if self.quarantined:
+            text += f" quarantined-files={','.join(self.quarantined)}"
         if self.unreadable:
             text += f" unreadable={','.join(self.unreadable)}"
         if self.failed:
@@ -162,10 +187,10 @@ class Progress:
 
 def _report_issues(parsed: ParsedFile) -> None:
     for issue in parsed.errors[:MAX_LOGGED_ISSUES]:
-        log.warning("skipped row %s", issue)
+        log.warning("rejected row %s (dead letter)", issue)
     if len(parsed.errors) > MAX_LOGGED_ISSUES:
         log.warning(
-            "%s: %d more skipped rows", parsed.source, len(parsed.errors) - MAX_LOGGED_ISSUES
+            "%s: %d more rejected rows", parsed.source, len(parsed.errors) - MAX_LOGGED_ISSUES
         )
     for issue in parsed.warnings[:MAX_LOGGED_ISSUES]:
         log.info("kept row %s", issue)
@@ -192,9 +217,11 @@ def import_file(
     *,
     watermark: bool,
     reset_watermark: bool = False,
+    release: bool = False,
 ) -> ParsedFile:
-    """Parse one file and, with --apply, commit its rows (and the watermark) in one
-    transaction. Raises `UnreadableFileError` (nothing written) or a psycopg error."""
+    """Parse one file and, with --apply, commit its rows, its dead letters (rejected rows)
+    and the watermark in one transaction; `release` also marks the file released from
+    quarantine. Raises `UnreadableFileError` (nothing written) or a psycopg error."""
     started = time.monotonic()
     parsed = parse_csv_bytes(data, source)
     _report_issues(parsed)
@@ -202,7 +229,7 @@ def import_file(
     if not summary.apply:
         summary.files_imported += 1
         log.info(
-            "dry run %s: %d records, %d rows to upsert, %d skipped, %d alarm, %d sentinel",
+            "dry run %s: %d records, %d rows to upsert, %d rejected, %d alarm, %d sentinel",
             source,
             parsed.records,
             len(parsed.rows),
@@ -212,24 +239,31 @@ def import_file(
         )
         return parsed
     with conn.transaction():
-        counts = store.upsert_rows(conn, parsed.rows, source_key=source)
+        counts, refused = replay.upsert_or_reject(conn, parsed.rows, source)
+        rejected = parsed.errors + refused
+        store.record_rejects(conn, source, parsed.header, rejected)
         if watermark:
             store.advance_watermark(conn, source, len(parsed.rows), reset=reset_watermark)
+        if release:
+            store.release_quarantine(conn, source)
+    summary.rows_skipped += len(refused)
     summary.files_imported += 1
     summary.inserted += counts.inserted
     summary.updated += counts.updated
     summary.unchanged += counts.unchanged
     duration_ms = int((time.monotonic() - started) * 1000)
     log.info(
-        "imported %s: %d rows (new=%d changed=%d unchanged=%d) skipped=%d in %dms",
+        "imported %s: %d rows (new=%d changed=%d unchanged=%d) rejected=%d in %dms",
         source,
-        len(parsed.rows),
+        len(parsed.rows) - len(refused),
         counts.inserted,
         counts.updated,
         counts.unchanged,
-        len(parsed.errors),
+        len(rejected),
         duration_ms,
     )
+    if rejected:
+        log.warning("%s: %d row(s) dead-lettered in tickets.rejects", source, len(rejected))
     record_ingestion(
         pool,
         source="import",
@@ -243,10 +277,11 @@ def import_file(
             "inserted": counts.inserted,
             "updated": counts.updated,
             "unchanged": counts.unchanged,
-            "skipped": len(parsed.errors),
+            "skipped": len(rejected),
+            "rejected": len(rejected),
             "dropped_alarm": parsed.dropped_alarm,
             "dropped_sentinel": parsed.dropped_sentinel,
-            "errors": [str(issue) for issue in parsed.errors[:20]],
+            "errors": [str(issue) for issue in rejected[:20]],
         },
     )
     return parsed
@@ -274,8 +309,10 @@ def drain_bucket(
     reseed: bool = False,
 ) -> None:
     """Import every change file newer than the watermark, oldest first, archiving each after
-    its commit. Stops at the first unreadable file: applying a newer file first would let the
-    watermark pass the unreadable one (the stream is ordered; the file needs a human)."""
+    its commit. A file that cannot be read at all is quarantined and the drain goes on; it
+    stops only at a file it can neither fetch nor set aside (the watermark never passes a
+    file that was neither imported nor quarantined). A quarantined file put back under its
+    key is imported even below the watermark."""
     bucket, prefix = settings.tickets_bucket, settings.tickets_prefix
     files = feed.list_change_files(s3, bucket, prefix)
     mark = None if reseed else store.read_watermark(conn)
@@ -283,8 +320,9 @@ def drain_bucket(
     log.info("watermark %s; %d file(s) in s3://%s/%s", mark or "(none)", len(files), bucket, prefix)
     progress = Progress(len(files))
     try:
-        for change in files:
-            if mark is not None and change.key <= mark:
+        for number, change in enumerate(files, start=1):
+            returned = store.is_quarantined(conn, change.key)
+            if mark is not None and change.key <= mark and not returned:
                 # Committed by an earlier run that died before archiving it.
                 if summary.apply:
                     _archive(s3, settings, summary, change.key, recovered=True)
@@ -292,20 +330,113 @@ def drain_bucket(
                 continue
             try:
                 data = feed.read_file(s3, bucket, change.key)
-                import_file(
-                    conn, pool, summary, change.key, data, watermark=True, reset_watermark=reseed
-                )
-            except (feed.FeedReadError, UnreadableFileError) as exc:
-                _record_unreadable(pool, summary, change.key, str(exc))
-                later = len(files) - files.index(change) - 1
-                if later:
-                    log.error("stopping the drain: %d newer file(s) wait behind it", later)
+            except feed.FeedReadError as exc:
+                _stop_at(pool, summary, change.key, str(exc), later=len(files) - number)
                 break
+            try:
+                import_file(
+                    conn,
+                    pool,
+                    summary,
+                    change.key,
+                    data,
+                    watermark=True,
+                    reset_watermark=reseed,
+                    release=returned,
+                )
+            except UnreadableFileError as exc:
+                if not _quarantine(conn, pool, s3, summary, bucket, change.key, data, str(exc)):
+                    _stop_at(pool, summary, change.key, str(exc), later=len(files) - number)
+                    break
+                progress.update(change.key, summary.rows_read)
+                continue
             if summary.apply:
                 _archive(s3, settings, summary, change.key, recovered=False)
+                if returned:
+                    _drop_quarantine_copy(s3, bucket, change.key)
             progress.update(change.key, summary.rows_read)
     finally:
         progress.close()
+
+
+def _stop_at(pool: ConnectionPool, summary: RunSummary, key: str, reason: str, later: int) -> None:
+    _record_unreadable(pool, summary, key, reason)
+    if later:
+        log.error("stopping the drain: %d newer file(s) wait behind it", later)
+
+
+def _quarantine(
+    conn: psycopg.Connection[Any],
+    pool: ConnectionPool,
+    s3: S3Client,
+    summary: RunSummary,
+    bucket: str,
+    key: str,
+    data: bytes,
+    reason: str,
+) -> bool:
+    """Move an unreadable file to quarantine/ (copy + reason object), record it and let the
+    watermark pass it, then delete the original. False when it could not be set aside (the
+    caller stops the drain). The order makes every crash point safe: before the record the
+    file is still new and is quarantined again; after it, a leftover original at/below the
+    watermark is still recorded as quarantined, so the next run handles it the same way."""
+    if not summary.apply:
+        log.warning("dry run: %s cannot be read (%s); --apply would quarantine it", key, reason)
+        summary.quarantined.append(key)
+        return True
+    digest = hashlib.sha256(data).hexdigest()
+    detail: dict[str, object] = {
+        "source_key": key,
+        "bucket": bucket,
+        "reason": reason,
+        "size_bytes": len(data),
+        "sha256": digest,
+        "quarantined_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "importer": "import_tickets",
+        "replay": f"python import_tickets.py --retry-quarantine {key} --apply",
+    }
+    try:
+        dest = feed.quarantine(s3, bucket, key, detail)
+    except feed.FeedArchiveError as exc:
+        log.error("%s", exc)
+        return False
+    with conn.transaction():
+        store.record_quarantine(
+            conn,
+            source_key=key,
+            bucket=bucket,
+            quarantine_key=dest,
+            reason=reason,
+            size=len(data),
+            sha256=digest,
+        )
+        store.advance_watermark(conn, key, 0)
+    try:
+        feed.delete(s3, bucket, key)
+    except feed.FeedArchiveError as exc:
+        log.error("%s (the next run finishes the move)", exc)
+        summary.failed.append(key)
+    summary.quarantined.append(key)
+    log.warning("quarantined %s -> %s: %s", key, dest, reason)
+    record_ingestion(
+        pool,
+        source="import",
+        method="import_tickets",
+        target=key,
+        ok=False,
+        error=f"quarantined: {reason}",
+        detail={"quarantined_to": dest, "size_bytes": len(data), "sha256": digest},
+    )
+    return True
+
+
+def _drop_quarantine_copy(s3: S3Client, bucket: str, key: str) -> None:
+    """After a quarantined file was imported: remove its quarantine copy and reason object."""
+    for leftover in (feed.quarantine_key(key), feed.quarantine_key(key) + ".reason.json"):
+        try:
+            feed.delete(s3, bucket, leftover)
+        except feed.FeedArchiveError as exc:
+            log.warning("%s", exc)
 
 
 def _archive(
@@ -352,6 +483,76 @@ def import_local(
         progress.close()
 
 
+# ── dead letters and quarantine ──────────────────────────────────────────────
+
+
+def retry_rejects(conn: psycopg.Connection[Any], pool: ConnectionPool, summary: RunSummary) -> None:
+    """--retry-rejects: `replay.retry_rejects` with the counts in the summary (and, with
+    --apply, a row in tracksolid.ingestion_log)."""
+    started = time.monotonic()
+    result = replay.retry_rejects(conn, apply=summary.apply)
+    summary.rows_read = summary.rejects_retried = result.retried
+    summary.rejects_resolved = result.resolved
+    summary.rows_skipped = result.still_rejected
+    summary.inserted, summary.updated, summary.unchanged = (
+        result.counts.inserted,
+        result.counts.updated,
+        result.counts.unchanged,
+    )
+    summary.dropped_alarm, summary.dropped_sentinel = result.dropped_alarm, result.dropped_sentinel
+    summary.warnings += result.warnings
+    if summary.apply:
+        record_ingestion(
+            pool,
+            source="import",
+            method="import_tickets",
+            target="retry-rejects",
+            ok=True,
+            rows=result.counts.upserted,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            detail={"retried": result.retried, "resolved": result.resolved},
+        )
+
+
+def retry_quarantine(
+    conn: psycopg.Connection[Any],
+    pool: ConnectionPool,
+    settings: Settings,
+    summary: RunSummary,
+    key: str,
+    *,
+    s3: S3Client,
+) -> None:
+    """Put a quarantined file back under its original key and drain the bucket (which imports
+    it even below the watermark; a file still unreadable is quarantined again). Without
+    --apply, only say whether the quarantined file reads now."""
+    key = key.removeprefix(feed.QUARANTINE_PREFIX)
+    bucket = settings.tickets_bucket
+    if not summary.apply:
+        try:
+            data = feed.read_file(s3, bucket, feed.quarantine_key(key))
+            parsed = parse_csv_bytes(data, key)
+        except (feed.FeedReadError, UnreadableFileError) as exc:
+            log.warning("dry run: %s still cannot be imported: %s", key, exc)
+            summary.unreadable.append(key)
+            return
+        _count_parsed(summary, parsed)
+        summary.files_imported += 1
+        log.info("dry run: %s reads now: %d rows to upsert", key, len(parsed.rows))
+        return
+    if not store.is_quarantined(conn, key):
+        log.error("%s is not a quarantined file (see --list-rejects)", key)
+        summary.failed.append(key)
+        return
+    try:
+        feed.unquarantine(s3, bucket, key)
+    except feed.FeedArchiveError as exc:
+        log.error("%s", exc)
+        summary.failed.append(key)
+        return
+    drain_bucket(conn, pool, settings, summary, s3=s3)
+
+
 # ── CLI ──────────────────────────────────────────────────────────────────────
 
 
@@ -373,6 +574,21 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         action="append",
         help="import a local CSV file (repeatable; no watermark, no archiving)",
+    )
+    source.add_argument(
+        "--list-rejects",
+        action="store_true",
+        help="list the dead letters (tickets.rejects) and quarantined files; writes nothing",
+    )
+    source.add_argument(
+        "--retry-rejects",
+        action="store_true",
+        help="re-parse the dead letters with the current code; --apply imports those that pass",
+    )
+    source.add_argument(
+        "--retry-quarantine",
+        metavar="KEY",
+        help="put quarantine/KEY back under KEY and drain the bucket (--apply; else a check)",
     )
     parser.add_argument(
         "--reseed",
@@ -412,17 +628,33 @@ def run(
     args = parser.parse_args(argv)
     if args.reseed and not args.from_bucket:
         parser.error("--reseed needs --from-bucket")
+    if args.list_rejects:
+        with pool.connection() as conn:
+            replay.list_dead_letters(conn, out or sys.stdout)
+        return EXIT_OK
     if not (
         args.from_bucket
         or args.inc_csv
+        or args.retry_rejects
+        or args.retry_quarantine
         or args.geocode_clusters
         or args.geocode_locations
         or args.capture_history
     ):
         parser.error(
-            "nothing to do: give --from-bucket, --inc-csv, --geocode-* or --capture-history"
+            "nothing to do: give --from-bucket, --inc-csv, --list-rejects, --retry-rejects,"
+            " --retry-quarantine, --geocode-* or --capture-history"
         )
-    mode = "from-bucket" if args.from_bucket else ("inc-csv" if args.inc_csv else "maintenance")
+    if args.from_bucket:
+        mode = "from-bucket"
+    elif args.inc_csv:
+        mode = "inc-csv"
+    elif args.retry_rejects:
+        mode = "retry-rejects"
+    elif args.retry_quarantine:
+        mode = "retry-quarantine"
+    else:
+        mode = "maintenance"
     if args.reseed:
         mode += " reseed"
     summary = RunSummary(mode=mode, apply=args.apply)
@@ -466,6 +698,17 @@ def _run_steps(
         )
     elif args.inc_csv:
         import_local(conn, pool, summary, args.inc_csv)
+    elif args.retry_rejects:
+        retry_rejects(conn, pool, summary)
+    elif args.retry_quarantine:
+        retry_quarantine(
+            conn,
+            pool,
+            settings,
+            summary,
+            args.retry_quarantine,
+            s3=s3 or make_s3_client(settings),
+        )
     if args.geocode_clusters or args.geocode_locations:
         own = geocoder is None
         coder = geocoder or geocode.Geocoder(
@@ -516,7 +759,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings()
     setup_logging(settings.log_level)
     try:
-        pool = make_pool(settings.dsn(), min_size=1, max_size=3, name="import_tickets")
+        pool = make_pool(
+            settings.dsn(), min_size=1, max_size=3, name="import_tickets", durable=True
+        )
     except DatabaseUnavailableError as exc:
         log.error("import_tickets: %s", exc)
         return 1

@@ -43,7 +43,7 @@ log = logging.getLogger("ingest_worker")
 
 JOB_NAMES = (
     "device_sync", "live_positions", "track_list", "trips", "parking", "alarms", "mileage_rollup",
-    "housekeeping",
+    "housekeeping", "unregistered_pushes",
 )  # fmt: skip
 
 
@@ -59,6 +59,7 @@ def job_table(ingestor: Ingestor) -> dict[str, tuple[Callable[[], JobStats], int
         "alarms": (ingestor.poll_alarms, s.ingest_alarms_interval_s),
         "mileage_rollup": (ingestor.refresh_rollups, s.ingest_trips_interval_s),
         "housekeeping": (ingestor.housekeeping, 24 * 3600),
+        "unregistered_pushes": (ingestor.check_unregistered_pushes, 3600),
     }
 
 

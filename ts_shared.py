@@ -95,6 +95,8 @@ class Settings(BaseSettings):
     gps_filter_max_future_s: int = 24 * 3600  # fixes further in the future are dropped
     push_inbox_retention_days: int = Field(default=30, ge=0)  # parsed deliveries; 0 = keep
     ingestion_log_retention_days: int = Field(default=90, ge=0)  # 0 = keep
+    # IMEIs the receiver may auto-register from pushes per hour (above: data kept, not polled)
+    push_autoregister_per_hour: int = Field(default=200, ge=0)
 
     # Webhook receiver
     jimi_push_token: SecretStr | None = None
@@ -277,6 +279,21 @@ def describe_dsn(conninfo: str) -> str:
     return f"{info.get('host') or 'localhost'}:{info.get('port') or 5432}/{info.get('dbname')}"
 
 
+# libpq `options` that make every commit of a connection wait for its WAL flush, whatever
+# the server, database or role default says (`ALTER ROLE ... SET synchronous_commit = off`
+# would otherwise silently lose the last ~0.2-0.6 s of acknowledged commits in a crash).
+# Startup-packet options outrank role and database settings.
+DURABLE_OPTIONS = "-c synchronous_commit=on"
+
+
+def connect_options(conninfo: str, *extra: str) -> str:
+    """The libpq `options` of `conninfo` followed by `extra` (the later `-c` wins), e.g.
+    `psycopg.connect(dsn, options=connect_options(dsn, DURABLE_OPTIONS))` for a durable
+    connection opened by hand (importers' watermark commits)."""
+    given = psycopg.conninfo.conninfo_to_dict(conninfo).get("options") or ""
+    return " ".join(part for part in (str(given), *extra) if part).strip()
+
+
 def make_pool(
     conninfo: str,
     *,
@@ -287,6 +304,7 @@ def make_pool(
     timeout: float = 30.0,
     check: bool = True,
     statement_timeout_s: float | None = None,
+    durable: bool = False,
 ) -> ConnectionPool:
     """Open a psycopg pool whose connections are checked before each use.
 
@@ -297,12 +315,19 @@ def make_pool(
     `statement_timeout_s` makes the server cancel any statement of these connections that
     runs longer (`psycopg.errors.QueryCanceled`), set at connect time as
     `options=-c statement_timeout=<ms>` after any `options` already in `conninfo`.
+    `durable=True` adds `DURABLE_OPTIONS` (`-c synchronous_commit=on`) the same way: every
+    commit on these connections is flushed to the WAL before it returns, whatever the role's
+    or database's setting.
     """
     kwargs: dict[str, Any] = {"application_name": name}
+    extra: list[str] = []
     if statement_timeout_s is not None:
-        given = psycopg.conninfo.conninfo_to_dict(conninfo).get("options") or ""
         timeout_ms = max(1, round(statement_timeout_s * 1000))
-        kwargs["options"] = f"{given} -c statement_timeout={timeout_ms}".strip()
+        extra.append(f"-c statement_timeout={timeout_ms}")
+    if durable:
+        extra.append(DURABLE_OPTIONS)
+    if extra:
+        kwargs["options"] = connect_options(conninfo, *extra)
     pool = ConnectionPool(
         conninfo,
         min_size=min_size,

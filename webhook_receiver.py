@@ -36,6 +36,7 @@ from urllib.parse import parse_qsl, unquote_to_bytes
 import anyio
 import anyio.to_thread
 from fastapi import FastAPI, Request, Response
+from psycopg_pool import ConnectionPool
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -54,7 +55,7 @@ from webhook.parse import (
 from webhook.pipeline import PushPipeline
 from webhook.redact import redact_body, scrub_secret
 from webhook.spool import Spool, SpoolError
-from webhook.store import OPENAPI_PATH, Delivery
+from webhook.store import OPENAPI_PATH, Delivery, configure_autoregister
 
 log = logging.getLogger("webhook_receiver")
 
@@ -362,7 +363,8 @@ async def _noop(request: Request) -> Response:
 
 
 async def _health(request: Request) -> Response:
-    """Database state and spool depth (always 200: the receiver keeps accepting pushes)."""
+    """Database state, `synchronous_commit` of the pool's connections as the server reports
+    it, and spool depth (always 200: the receiver keeps accepting pushes)."""
     pipeline: PushPipeline = request.app.state.pipeline
     report = await run_in_threadpool(pipeline.health)
     return Response(content=json.dumps(report), media_type=JSON)
@@ -403,18 +405,25 @@ def create_app(settings: Settings | None = None, *, noop_route: bool = False) ->
             setup_logging(active.log_level)
         install_log_redaction()
         token = _check_token(active)
+        configure_autoregister(active.push_autoregister_per_hour)
         spool = Spool(active.webhook_spool_dir)
-        pool = make_pool(
-            active.dsn(),
-            min_size=active.db_pool_min_size,
-            max_size=active.db_pool_max_size,
-            name="webhook_receiver",
-            open_wait=False,
-            # No per-borrow check: a stale connection raises OperationalError, which the
-            # pipeline already answers by spooling the delivery (measured: ~+20% deliveries/s).
-            check=False,
-        )
-        pipeline = PushPipeline(active, pool, spool)
+
+        def open_pool() -> ConnectionPool:
+            return make_pool(
+                active.dsn(),
+                min_size=active.db_pool_min_size,
+                max_size=active.db_pool_max_size,
+                name="webhook_receiver",
+                open_wait=False,
+                # No per-borrow check: a stale connection raises OperationalError, which the
+                # pipeline already answers by spooling the delivery (measured: ~+20% /s).
+                check=False,
+                # A 200 means committed: synchronous_commit=on on every connection, whatever
+                # the role or database says (/health reads it back from the server).
+                durable=True,
+            )
+
+        pipeline = PushPipeline(active, open_pool(), spool, pool_factory=open_pool)
         pipeline.start()
         app.state.settings = active
         app.state.token = token
@@ -430,7 +439,7 @@ def create_app(settings: Settings | None = None, *, noop_route: bool = False) ->
             yield
         finally:
             pipeline.stop()
-            pool.close()
+            pipeline.pool.close()
             spool.close()
 
     app = FastAPI(

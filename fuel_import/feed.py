@@ -10,6 +10,7 @@ error (`raise ... from exc`).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -81,3 +82,42 @@ def listing_start(prefix: str, watermark: str | None, lookback_hours: int) -> st
         return watermark
     hour = datetime.strptime(f"{match[1]}T{match[2]}", "%Y-%m-%dT%H")  # noqa: DTZ007
     return prefix + (hour - timedelta(hours=lookback_hours)).strftime("%Y-%m-%dT%H")
+
+
+QUARANTINE_DIR = "quarantine/"
+
+
+def quarantine_key(key: str) -> str:
+    """Where an unreadable file goes in its bucket: `quarantine/<key>`."""
+    return QUARANTINE_DIR + key
+
+
+def quarantine_copy(
+    s3: Callable[[], S3Client], bucket: str, key: str, reason: dict[str, Any]
+) -> str:
+    """Copy `key` to `quarantine/<key>` and write `quarantine/<key>.reason.json` beside it;
+    the original is deleted by `delete_object` once the quarantine is recorded. Raises
+    `FileParseError` when S3 refuses (the file then holds the watermark)."""
+    target = quarantine_key(key)
+    try:
+        client = s3()
+        client.copy_object(Bucket=bucket, Key=target, CopySource={"Bucket": bucket, "Key": key})
+        client.put_object(
+            Bucket=bucket,
+            Key=target + ".reason.json",
+            Body=json.dumps(reason, indent=2, default=str).encode(),
+            ContentType="application/json",
+        )
+    except Exception as exc:  # botocore: any failure means "not quarantined"
+        raise FileParseError(f"{key}: cannot move to {target}: {exc}") from exc
+    return target
+
+
+def delete_object(s3: Callable[[], S3Client], bucket: str, key: str) -> bool:
+    """Delete `key` (after its quarantine copy); False, logged, when S3 refuses."""
+    try:
+        s3().delete_object(Bucket=bucket, Key=key)
+    except Exception as exc:  # botocore: the copy exists; the ledger keeps the file skipped
+        log.warning("fuel %s: quarantined copy written but the original not deleted: %s", key, exc)
+        return False
+    return True

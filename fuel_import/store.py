@@ -1,8 +1,11 @@
 """Database writes of the fuel importer: records, rejects, the file ledger, the watermark.
 
 One file = one transaction: `apply_parsed` opens it and the other writers run in it (they
-take a borrowed connection). Failure modes: psycopg errors propagate unchanged (the
-transaction rolls back and the caller reports).
+take a borrowed connection). A record PostgreSQL refuses (a value error, a rule of the
+trigger's SQL functions the Python parser did not see) is retried alone in a savepoint and,
+if refused again, becomes a dead letter; the other records of the file still go in.
+Failure modes: other psycopg errors propagate unchanged (the transaction rolls back and the
+caller reports).
 """
 
 from __future__ import annotations
@@ -17,7 +20,17 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from fuel_import.parse import BadRecord, FuelRecord, ParsedFile
+from fuel_import.parse import (
+    LITRES_KEYS,
+    MAX_LITRES,
+    PLATE_KEYS,
+    TIME_KEYS,
+    BadRecord,
+    FuelRecord,
+    ParsedFile,
+    dead_letter_text,
+    storable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +49,9 @@ class FileReport:
     unchanged: int = 0
     stale: int = 0
     missing_marked: int = 0
-    error: str | None = None
+    cleaned: int = 0  # records stored with optional values PostgreSQL cannot hold set to null
+    error: str | None = None  # neither imported nor quarantined: holds the watermark
+    quarantined: str | None = None  # the reason, when the file was moved to quarantine/
 
 
 def file_summary(report: FileReport) -> dict[str, Any]:
@@ -49,6 +64,7 @@ def file_summary(report: FileReport) -> dict[str, Any]:
         "unchanged": report.unchanged,
         "stale": report.stale,
         "missing_marked": report.missing_marked,
+        "cleaned": report.cleaned,
     }
 
 
@@ -102,11 +118,44 @@ WHERE r.missing_since IS NULL AND r.deleted_at IS NULL
 """
 
 _REJECT = """
-INSERT INTO fuel.rejects (source_key, record_index, record_id, reason, raw)
-VALUES (%s, %s, %s, %s, %s)
+INSERT INTO fuel.rejects (source_key, record_index, record_id, reason, raw, raw_text)
+VALUES (%s, %s, %s, %s, %s, %s)
 ON CONFLICT (source_key, record_index) DO UPDATE
     SET record_id = EXCLUDED.record_id, reason = EXCLUDED.reason, raw = EXCLUDED.raw,
-        seen_at = now()
+        raw_text = EXCLUDED.raw_text, seen_at = now()
+"""
+
+# The trigger's own rules for a live fill, in SQL: what the Python parser accepted but
+# fuel.records_derive would store without a fill time, litres or plate is a dead letter.
+_SQL_RULES = f"""
+SELECT x.id,
+       CASE
+         WHEN fuel.norm_plate(fuel.raw_text(x.raw, %(plate)s)) IS NULL THEN 'car (plate) missing'
+         WHEN fuel.to_num(fuel.raw_text(x.raw, %(litres)s)) IS NULL
+           OR fuel.to_num(fuel.raw_text(x.raw, %(litres)s)) <= 0
+           OR fuel.to_num(fuel.raw_text(x.raw, %(litres)s)) > {MAX_LITRES}
+           THEN 'litres missing or out of range (0, {MAX_LITRES}] by the database rules'
+         ELSE 'fill time missing or unparsable by the database rules: '
+              || coalesce(left(fuel.raw_text(x.raw, %(time)s), 80), 'none')
+       END
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS x(id text, raw jsonb)
+WHERE fuel.norm_plate(fuel.raw_text(x.raw, %(plate)s)) IS NULL
+   OR fuel.to_num(fuel.raw_text(x.raw, %(litres)s)) IS NULL
+   OR fuel.to_num(fuel.raw_text(x.raw, %(litres)s)) <= 0
+   OR fuel.to_num(fuel.raw_text(x.raw, %(litres)s)) > {MAX_LITRES}
+   OR fuel.to_ts(fuel.raw_text(x.raw, %(time)s)) IS NULL
+"""
+
+# What PostgreSQL may refuse about one record's values (not the connection or the schema).
+_RECORD_ERRORS = (psycopg.DataError, psycopg.IntegrityError, psycopg.errors.ProgramLimitExceeded)
+
+_QUARANTINE = """
+INSERT INTO fuel.quarantined_files (object_key, bucket, quarantine_key, reason, etag, size_bytes)
+VALUES (%s, %s, %s, %s, %s, %s)
+ON CONFLICT (object_key) DO UPDATE
+    SET bucket = EXCLUDED.bucket, quarantine_key = EXCLUDED.quarantine_key,
+        reason = EXCLUDED.reason, etag = EXCLUDED.etag, size_bytes = EXCLUDED.size_bytes,
+        quarantined_at = now()
 """
 
 _LEDGER = """
@@ -129,31 +178,88 @@ ON CONFLICT (feed) DO UPDATE
 """
 
 
+def _upsert_batch(
+    conn: psycopg.Connection[Any],
+    records: Sequence[FuelRecord],
+    key: str,
+    merge: bool,
+    report: FileReport,
+) -> None:
+    batch = [{"id": r.id, "raw": r.raw} for r in records]
+    row = conn.execute(_UPSERT, {"rows": Jsonb(batch), "key": key, "merge": merge}).fetchone()
+    assert row is not None
+    inserted, updated, stale = (int(v) for v in row)
+    report.inserted += inserted
+    report.updated += updated
+    report.stale += stale
+    report.unchanged += len(batch) - inserted - updated - stale
+    report.cleaned += sum(1 for r in records if r.cleaned)
+
+
+def _refusal(exc: psycopg.Error) -> str:
+    message = exc.diag.message_primary or str(exc).splitlines()[0]
+    return f"database refused the record: {message}"[:500]
+
+
 def upsert_records(
     conn: psycopg.Connection[Any], records: Sequence[FuelRecord], key: str, report: FileReport
-) -> None:
+) -> list[BadRecord]:
     """Upsert on id: live records replace `raw`, deletions merge into it; older
-    `updated_at` never wins; identical rows are left alone."""
+    `updated_at` never wins; identical rows are left alone. Returns the records the database
+    refused (its fill-time/litres/plate rules, or a value error), as dead letters; the rest
+    are stored. Must run inside a transaction (savepoints isolate a refused record)."""
+    refused: list[BadRecord] = []
+    live = [r for r in records if not r.deletion]
+    if live:
+        params = {
+            "rows": Jsonb([{"id": r.id, "raw": r.raw} for r in live]),
+            "plate": list(PLATE_KEYS),
+            "litres": list(LITRES_KEYS),
+            "time": list(TIME_KEYS),
+        }
+        rules = dict(conn.execute(_SQL_RULES, params).fetchall())
+        if rules:
+            refused += [BadRecord(r.index, r.id, rules[r.id], r.raw) for r in live if r.id in rules]
+            records = [r for r in records if r.deletion or r.id not in rules]
     for merge in (False, True):
-        batch = [{"id": r.id, "raw": r.raw} for r in records if r.deletion is merge]
+        batch = [r for r in records if r.deletion is merge]
         if not batch:
             continue
-        row = conn.execute(_UPSERT, {"rows": Jsonb(batch), "key": key, "merge": merge}).fetchone()
-        assert row is not None
-        inserted, updated, stale = (int(v) for v in row)
-        report.inserted += inserted
-        report.updated += updated
-        report.stale += stale
-        report.unchanged += len(batch) - inserted - updated - stale
+        try:
+            with conn.transaction():
+                _upsert_batch(conn, batch, key, merge, report)
+        except _RECORD_ERRORS:
+            for record in batch:  # find the culprit(s): one savepoint per record
+                try:
+                    with conn.transaction():
+                        _upsert_batch(conn, [record], key, merge, report)
+                except _RECORD_ERRORS as exc:
+                    refused.append(BadRecord(record.index, record.id, _refusal(exc), record.raw))
+    refused.sort(key=lambda b: b.index)
+    return refused
 
 
 def save_rejects(conn: psycopg.Connection[Any], key: str, bad: Sequence[BadRecord]) -> None:
-    """Keep every skipped record with its reason in fuel.rejects (raw is never lost); a
-    re-read file (the daily snapshot) replaces its previous rejects."""
+    """Keep every skipped record with its reason in fuel.rejects (the dead letters: cleaned
+    `raw`, redacted `raw_text`); a re-read file (the daily snapshot) replaces its previous
+    rejects."""
     conn.execute("DELETE FROM fuel.rejects WHERE source_key = %s", (key,))
     if bad:
         with conn.cursor() as cur:
-            cur.executemany(_REJECT, [(key, b.index, b.id, b.reason, Jsonb(b.raw)) for b in bad])
+            cur.executemany(
+                _REJECT,
+                [
+                    (
+                        key,
+                        b.index,
+                        b.id,
+                        b.reason[:2000],
+                        Jsonb(storable(b.raw)),
+                        dead_letter_text(b.raw),
+                    )
+                    for b in bad
+                ],
+            )
 
 
 def mark_missing(
@@ -194,8 +300,10 @@ def apply_parsed(
 ) -> None:
     """Write one parsed file in one transaction: records, rejects, ledger, watermark."""
     with pool.connection() as conn, conn.transaction():
-        upsert_records(conn, parsed.records, parsed.key, report)
-        save_rejects(conn, parsed.key, parsed.bad)
+        refused = upsert_records(conn, parsed.records, parsed.key, report)
+        report.bad = sorted([*parsed.bad, *refused], key=lambda b: b.index)
+        save_rejects(conn, parsed.key, report.bad)
+        conn.execute("DELETE FROM fuel.quarantined_files WHERE object_key = %s", (parsed.key,))
         if reconcile_as_of is not None:
             mark_missing(conn, parsed, reconcile_as_of, report)
         conn.execute(
@@ -205,7 +313,7 @@ def apply_parsed(
                 etag,
                 kind,
                 parsed.total,
-                len(parsed.bad),
+                len(report.bad),
                 report.inserted,
                 report.updated,
             ),
@@ -245,7 +353,82 @@ def applied_etags(conn: psycopg.Connection[Any], keys: Sequence[str]) -> dict[st
 def set_watermark(conn: psycopg.Connection[Any], watermark: str | None) -> None:
     """Move the `changes` watermark to `watermark` (a no-op when it is there already)."""
     conn.execute(
-        "UPDATE fuel.ingest_state SET watermark_key = %s, updated_at = now()"
-        " WHERE feed = 'changes' AND watermark_key IS DISTINCT FROM %s",
-        (watermark, watermark),
+        "INSERT INTO fuel.ingest_state (feed, watermark_key, last_run_at)"
+        " VALUES ('changes', %s, now())"
+        " ON CONFLICT (feed) DO UPDATE"
+        " SET watermark_key = EXCLUDED.watermark_key, updated_at = now()"
+        " WHERE fuel.ingest_state.watermark_key IS DISTINCT FROM EXCLUDED.watermark_key",
+        (watermark,),
+    )
+
+
+def record_quarantine(
+    pool: ConnectionPool,
+    *,
+    key: str,
+    bucket: str,
+    quarantine_key: str,
+    reason: str,
+    etag: str | None,
+    size: int | None,
+    kind: str,
+) -> None:
+    """Record a quarantined file (fuel.quarantined_files) and put it in the file ledger with
+    its etag, so the same broken object is not read again if its deletion failed."""
+    with pool.connection() as conn, conn.transaction():
+        conn.execute(_QUARANTINE, (key, bucket, quarantine_key, reason[:2000], etag, size))
+        conn.execute(_LEDGER, (key, etag, f"{kind}:quarantined", 0, 0, 0, 0))
+
+
+# ─────────────────────────────────────────────────────────────────────────────
+# Dead letters: list and retry
+# ─────────────────────────────────────────────────────────────────────────────
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One row of fuel.rejects."""
+
+    source_key: str
+    index: int
+    id: str | None
+    reason: str
+    raw_text: str | None
+    raw: Any
+    seen_at: datetime
+    retried_at: datetime | None
+    retries: int
+
+
+def list_dead_letters(conn: psycopg.Connection[Any]) -> list[DeadLetter]:
+    """Every dead letter, oldest first."""
+    rows = conn.execute(
+        "SELECT source_key, record_index, record_id, reason, raw_text, raw, seen_at,"
+        " retried_at, retries FROM fuel.rejects ORDER BY seen_at, source_key, record_index"
+    ).fetchall()
+    return [DeadLetter(*row) for row in rows]
+
+
+def list_quarantined(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    """(object_key, bucket, quarantine_key, reason, quarantined_at) of every quarantined file."""
+    return conn.execute(
+        "SELECT object_key, bucket, quarantine_key, reason, quarantined_at"
+        " FROM fuel.quarantined_files ORDER BY quarantined_at, object_key"
+    ).fetchall()
+
+
+def resolve_dead_letter(conn: psycopg.Connection[Any], letter: DeadLetter) -> None:
+    """The record is in fuel.records now: drop its dead letter."""
+    conn.execute(
+        "DELETE FROM fuel.rejects WHERE source_key = %s AND record_index = %s",
+        (letter.source_key, letter.index),
+    )
+
+
+def keep_dead_letter(conn: psycopg.Connection[Any], letter: DeadLetter, reason: str) -> None:
+    """A retry failed again: the new reason and the retry time."""
+    conn.execute(
+        "UPDATE fuel.rejects SET reason = %s, retried_at = now(), retries = retries + 1"
+        " WHERE source_key = %s AND record_index = %s",
+        (reason[:2000], letter.source_key, letter.index),
     )

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -61,6 +61,8 @@ TRACK_CHUNK = timedelta(days=1)  # ≤ 7 days per track.list call; a day keeps r
 REPORT_CHUNK = timedelta(days=1)  # trips / parking per call
 ALARM_CHUNK = timedelta(days=7)  # ≤ 1 month per alarm.list call
 PAGE_SIZE = 100
+UNKNOWN_DEVICE = 1002  # "illegal user/device": the IMEI is not found / not under the account
+RECHECK_UNKNOWN = timedelta(days=1)  # a device unknown to the API is re-tried once a day
 
 # Re-read this much before a job's watermark: trips and stops are reported only once they
 # have ended (a trip that started before the last run may end after it), and devices upload
@@ -186,29 +188,49 @@ class Ingestor:
             return True
         return False
 
-    def _devices(self, *, active_since_job: str | None = None) -> list[tuple[str, str | None]]:
-        """(imei, account) of enabled devices; with `active_since_job`, only those whose
+    def _devices(self, *, active_since_job: str | None = None) -> list[Device]:
+        """Enabled devices the API knows (`poll_state = 'active'`; those it answered 1002
+        for are left out, see `_mark_unknown`); with `active_since_job`, only those whose
         live fix is newer than that job's watermark (something new to fetch)."""
         with self.pool.connection() as conn:
             if active_since_job is None:
                 rows = conn.execute(
-                    "SELECT imei, account FROM tracksolid.devices"
-                    " WHERE is_active AND enabled_flag IS DISTINCT FROM false ORDER BY imei"
+                    "SELECT imei, account, api_synced_at IS NOT NULL FROM tracksolid.devices"
+                    " WHERE is_active AND enabled_flag IS DISTINCT FROM false"
+                    " AND poll_state = 'active' ORDER BY imei"
                 ).fetchall()
             else:
                 rows = conn.execute(
                     """
-                    SELECT d.imei, d.account FROM tracksolid.devices d
+                    SELECT d.imei, d.account, d.api_synced_at IS NOT NULL
+                    FROM tracksolid.devices d
                     JOIN tracksolid.live_positions l USING (imei)
                     LEFT JOIN tracksolid.ingest_watermarks w
                            ON w.job = %s AND w.imei = d.imei
                     WHERE d.is_active AND d.enabled_flag IS DISTINCT FROM false
+                      AND d.poll_state = 'active'
                       AND (w.covered_until IS NULL OR l.gps_time > w.covered_until)
                     ORDER BY d.imei
                     """,
                     (active_since_job,),
                 ).fetchall()
-        return [(r[0], r[1]) for r in rows]
+        return [Device(r[0], r[1], bool(r[2])) for r in rows]
+
+    def _mark_unknown(self, imei: str, stats: JobStats, exc: JimiError) -> None:
+        """The API answered 1002 for this one device: mark it `unknown_to_api`, so the
+        per-device jobs leave it out until a device sync sees it again (expected, not a
+        failure: /health/ingest does not count these answers either)."""
+        with self.pool.connection() as conn:
+            changed = conn.execute(
+                "UPDATE tracksolid.devices SET poll_state = 'unknown_to_api',"
+                " poll_state_since = now(), poll_checked_at = %s, updated_at = now()"
+                " WHERE imei = %s AND poll_state = 'active'",
+                (self.now(), imei),
+            ).rowcount
+        if changed:
+            stats.updated["unknown_to_api"] += 1
+            log.info("%s: device %s is unknown to the API (%s); not polled until a device"
+                     " sync lists it", stats.job, imei, exc)  # fmt: skip
 
     def _starts(
         self, job: str, imeis: list[str], default_back: timedelta, catchup: bool
@@ -260,11 +282,46 @@ class Ingestor:
                 devices.append(row)
             with self.pool.connection() as conn:
                 inserted, updated = writers.upsert_devices(conn, devices)
+                stats.updated["reactivated"] += writers.reactivate_devices(
+                    conn, [d["imei"] for d in devices]
+                )
             stats.inserted["devices"] += inserted
             stats.updated["devices"] += updated
             if stats.interrupted:
                 break
+        if not stats.interrupted:
+            self._recheck_unknown(stats)
         return self._finish(stats)
+
+    def _recheck_unknown(self, stats: JobStats) -> None:
+        """Devices marked `unknown_to_api` that no account listed: ask the API about each
+        once a day at most (`jimi.track.device.detail`); an answer makes it active again."""
+        due = self.now() - RECHECK_UNKNOWN
+        with self.pool.connection() as conn:
+            imeis = [r[0] for r in conn.execute(
+                "SELECT imei FROM tracksolid.devices WHERE poll_state = 'unknown_to_api'"
+                " AND is_active AND (poll_checked_at IS NULL OR poll_checked_at <= %s)"
+                " ORDER BY imei",
+                (due,)).fetchall()]  # fmt: skip
+        for imei in imeis:
+            if self._stopping(stats):
+                return
+            stats.calls += 1
+            try:
+                self.client.call("jimi.track.device.detail", {"imei": imei}, target=imei)
+            except JimiFatalError as exc:
+                if exc.code != UNKNOWN_DEVICE:
+                    stats.fail(f"re-check of {imei}", exc)
+                with self.pool.connection() as conn:
+                    conn.execute("UPDATE tracksolid.devices SET poll_checked_at = %s"
+                                 " WHERE imei = %s", (self.now(), imei))  # fmt: skip
+                stats.updated["still_unknown_to_api"] += 1
+                continue
+            except JimiError as exc:  # transient: try again at the next sync
+                stats.fail(f"re-check of {imei}", exc)
+                continue
+            with self.pool.connection() as conn:
+                stats.updated["reactivated"] += writers.reactivate_devices(conn, [imei])
 
     def _detail_of(
         self, item: dict[str, Any], target: str
@@ -319,7 +376,8 @@ class Ingestor:
             imeis = [
                 r[0]
                 for r in conn.execute(
-                    "SELECT imei FROM tracksolid.devices WHERE account = %s ORDER BY imei",
+                    "SELECT imei FROM tracksolid.devices WHERE account = %s"
+                    " AND poll_state = 'active' ORDER BY imei",
                     (target,),
                 ).fetchall()
             ]
@@ -367,7 +425,7 @@ class Ingestor:
         """Per device with something new: track.list from its watermark to now, by day."""
         stats = JobStats("track_list_catchup" if catchup else "track_list")
         devices = self._devices(active_since_job=None if catchup else "track_list")
-        imeis = [imei for imei, _ in devices]
+        imeis = [d.imei for d in devices]
         starts = self._starts("track_list", imeis, timedelta(minutes=30), catchup)
         end = self.now()
         work = [(imei, starts[imei]) for imei in imeis]
@@ -392,9 +450,15 @@ class Ingestor:
                      "end_time": fmt_api_time(until)},
                     target=imei,
                 )  # fmt: skip
+            except JimiFatalError as exc:
+                if exc.code == UNKNOWN_DEVICE:
+                    self._mark_unknown(imei, part, exc)
+                else:
+                    part.fail(f"track of {imei} {begin:%Y-%m-%d %H:%M}", exc)
+                break  # keep the watermark; the next run retries from here
             except JimiError as exc:
                 part.fail(f"track of {imei} {begin:%Y-%m-%d %H:%M}", exc)
-                break  # keep the watermark; the next run retries from here
+                break
             rows: list[PositionRow] = _parse_each(
                 reply.items(), lambda item: parse_track_point(item, imei), part, ""
             )
@@ -411,9 +475,8 @@ class Ingestor:
     def poll_trips(self, *, catchup: bool = False) -> JobStats:
         """track.mileage per 50 devices from their watermark to now, by day, paged."""
         stats = JobStats("trips_catchup" if catchup else "trips")
-        imeis = [imei for imei, _ in self._devices()]
         self._batched_windows(
-            stats, "trips", imeis, catchup, timedelta(minutes=30), REPORT_CHUNK,
+            stats, "trips", self._devices(), catchup, timedelta(minutes=30), REPORT_CHUNK,
             fetch=self._fetch_trips,
         )  # fmt: skip
         return self._finish(stats)
@@ -425,7 +488,7 @@ class Ingestor:
                   "end_time": fmt_api_time(until)}  # fmt: skip
         # `result` holds the trips; `data` holds per-device totals, which are not trips.
         pages = self._paged("jimi.device.track.mileage", params, stats, by_row=True,
-                            select=_result_list)  # fmt: skip
+                            target=_solo(batch), select=_result_list)  # fmt: skip
         rows: list[TripRow] = _parse_each(pages, parse_mileage_trip, stats, "trip_")
 
         def write(conn: Any) -> None:
@@ -440,17 +503,17 @@ class Ingestor:
     def poll_parking(self, *, catchup: bool = False) -> JobStats:
         """Parking (acc off) and idling (acc on) reports, asked of each IMEI's own account."""
         stats = JobStats("parking_catchup" if catchup else "parking")
-        by_account: dict[str, list[str]] = defaultdict(list)
-        for imei, account in self._devices():
-            if account:
-                by_account[account].append(imei)
+        by_account: dict[str, list[Device]] = defaultdict(list)
+        for device in self._devices():
+            if device.account:
+                by_account[device.account].append(device)
             else:  # not listed by any target yet (CSV / push only): no account to ask
                 stats.drops["parking_no_account"] += 1
         for acc_type, job in (("off", "parking_off"), ("on", "parking_on")):
-            for account, imeis in sorted(by_account.items()):
+            for account, devices in sorted(by_account.items()):
                 fetch = self._parking_fetcher(account, acc_type)
                 self._batched_windows(
-                    stats, job, imeis, catchup, timedelta(minutes=30), REPORT_CHUNK, fetch=fetch
+                    stats, job, devices, catchup, timedelta(minutes=30), REPORT_CHUNK, fetch=fetch
                 )
                 if stats.interrupted:
                     return self._finish(stats)
@@ -466,7 +529,7 @@ class Ingestor:
                       "start_time": fmt_api_time(begin), "end_time": fmt_api_time(until),
                       "acc_type": acc_type}  # fmt: skip
             pages = self._paged("jimi.open.platform.report.parking", params, stats,
-                                by_row=True, target=account)  # fmt: skip
+                                by_row=True, target=_solo(batch) or account)  # fmt: skip
             rows: list[StopRow] = _parse_each(
                 pages, lambda item: parse_stop(item, acc_type == "on", account), stats, "stop_"
             )
@@ -485,9 +548,8 @@ class Ingestor:
     def poll_alarms(self, *, catchup: bool = False) -> JobStats:
         """alarm.list per 50 devices from their watermark to now, paged by page_no."""
         stats = JobStats("alarms_catchup" if catchup else "alarms")
-        imeis = [imei for imei, _ in self._devices()]
         self._batched_windows(
-            stats, "alarms", imeis, catchup, timedelta(minutes=10), ALARM_CHUNK,
+            stats, "alarms", self._devices(), catchup, timedelta(minutes=10), ALARM_CHUNK,
             fetch=self._fetch_alarms,
         )  # fmt: skip
         return self._finish(stats)
@@ -497,7 +559,9 @@ class Ingestor:
     ) -> Callable[[Any], None]:
         params = {"imeis": ",".join(batch), "begin_time": fmt_api_time(begin),
                   "end_time": fmt_api_time(until)}  # fmt: skip
-        pages = self._paged("jimi.device.alarm.list", params, stats, by_row=False)
+        pages = self._paged(
+            "jimi.device.alarm.list", params, stats, by_row=False, target=_solo(batch)
+        )
         rows: list[AlarmRow] = _parse_each(pages, parse_alarm, stats, "alarm_")
 
         def write(conn: Any) -> None:
@@ -536,7 +600,7 @@ class Ingestor:
         self,
         stats: JobStats,
         job: str,
-        imeis: list[str],
+        devices: list[Device],
         catchup: bool,
         default_back: timedelta,
         chunk: timedelta,
@@ -544,12 +608,16 @@ class Ingestor:
         fetch: Callable[[list[str], datetime, datetime, JobStats], Callable[[Any], None]],
     ) -> None:
         """For each batch of 50 IMEIs: from the earliest start in the batch to now, in
-        chunks; rows and watermarks of each chunk are committed together."""
+        chunks; rows and watermarks of each chunk are committed together. Devices no
+        account has listed yet (from a push or the CSV) are asked alone: if the API does not
+        know one, its 1002 marks only that device and refuses no batch of known ones."""
+        imeis = [d.imei for d in devices]
         starts = self._starts(job, imeis, default_back, catchup)
         end = self.now()
         # Devices with similar starts share a batch, so one laggard doesn't widen every call.
-        ordered = sorted(imeis, key=lambda i: starts[i])
-        for batch in batched(ordered, IMEI_BATCH):
+        listed = sorted((d.imei for d in devices if d.listed), key=lambda i: starts[i])
+        alone = [[d.imei] for d in devices if not d.listed]
+        for batch in [*batched(listed, IMEI_BATCH), *alone]:
             begin = min(starts[i] for i in batch)
             self._walk(stats, job, batch, begin, end, chunk, fetch)
             if stats.interrupted:
@@ -576,12 +644,19 @@ class Ingestor:
             try:
                 write = fetch(batch, window_begin, until, stats)
             except JimiFatalError as exc:
-                stats.fail(where, exc)
-                if len(batch) > 1:
-                    log.info("%s: refused (%s); retrying the devices one by one", job, exc)
-                    for imei in batch:
-                        self._walk(stats, job, [imei], window_begin, end, chunk, fetch)
-                return  # keep the watermark; the next run retries from here
+                if len(batch) == 1 and exc.code == UNKNOWN_DEVICE:
+                    self._mark_unknown(batch[0], stats, exc)
+                    return
+                if len(batch) == 1:
+                    stats.fail(where, exc)
+                    return  # keep the watermark; the next run retries from here
+                log.info("%s: refused (%s); retrying the devices one by one", job, exc)
+                marked = stats.updated["unknown_to_api"]
+                for imei in batch:
+                    self._walk(stats, job, [imei], window_begin, end, chunk, fetch)
+                if exc.code != UNKNOWN_DEVICE or stats.updated["unknown_to_api"] == marked:
+                    stats.fail(where, exc)  # not explained by a device the API does not know
+                return
             except JimiError as exc:
                 stats.fail(where, exc)
                 return
@@ -630,6 +705,36 @@ class Ingestor:
                     break
         return self._finish(stats)
 
+    # ── the receiver's auto-registration cap ───────────────────────────────
+
+    def check_unregistered_pushes(self) -> JobStats:
+        """Hourly: warn (once, with the count) when pushed IMEIs were left unregistered in
+        the last hour because PUSH_AUTOREGISTER_PER_HOUR was reached; forget those that have
+        been registered since or not pushed for 30 days."""
+        stats = JobStats("unregistered_pushes")
+        with self.pool.connection() as conn:
+            stats.updated["push_unregistered_deleted"] += conn.execute(
+                "DELETE FROM tracksolid.push_unregistered p WHERE EXISTS"
+                " (SELECT 1 FROM tracksolid.devices d WHERE d.imei = p.imei)"
+                " OR p.last_seen_at < now() - interval '30 days'"
+            ).rowcount
+            row = conn.execute(
+                "SELECT count(*), coalesce(sum(deliveries), 0),"
+                " (array_agg(imei ORDER BY last_seen_at DESC))[1:5]"
+                " FROM tracksolid.push_unregistered WHERE last_seen_at > now() - interval '1 hour'"
+            ).fetchone()
+        count, deliveries, sample = (row[0], row[1], row[2]) if row else (0, 0, None)
+        stats.updated["push_unregistered"] = count
+        if count:
+            log.warning(
+                "push auto-registration cap reached (PUSH_AUTOREGISTER_PER_HOUR=%d): %d pushed"
+                " IMEIs (%d deliveries) in the last hour were stored but not registered for"
+                " polling, e.g. %s; see tracksolid.push_unregistered",
+                self.settings.push_autoregister_per_hour, count, deliveries,
+                ", ".join(sample or []),
+            )  # fmt: skip
+        return self._finish(stats)
+
     # ── catch-up ────────────────────────────────────────────────────────────
 
     def catchup(self) -> list[JobStats]:
@@ -641,6 +746,19 @@ class Ingestor:
                 break
             results.append(run(catchup=True))
         return results
+
+
+class Device(NamedTuple):
+    """A device to poll: its IMEI, owning account, and whether an account has listed it."""
+
+    imei: str
+    account: str | None
+    listed: bool
+
+
+def _solo(batch: list[str]) -> str | None:
+    """The audit-log target of a per-device call (its IMEI); None for a batch."""
+    return batch[0] if len(batch) == 1 else None
 
 
 def _result_list(reply: ApiReply) -> list[dict[str, Any]]:

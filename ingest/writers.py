@@ -340,6 +340,19 @@ def upsert_devices(conn: Conn, devices: list[dict[str, Any]]) -> tuple[int, int]
         return count_new_and_updated(cur)
 
 
+def reactivate_devices(conn: Conn, imeis: Sequence[str]) -> int:
+    """Devices the API lists / answers again go back to `poll_state = 'active'`; returns how
+    many were marked `unknown_to_api` before."""
+    if not imeis:
+        return 0
+    return conn.execute(
+        "UPDATE tracksolid.devices SET poll_state = 'active', poll_state_since = now(),"
+        " poll_checked_at = NULL, updated_at = now()"
+        " WHERE imei = ANY(%s) AND poll_state <> 'active'",
+        (list(imeis),),
+    ).rowcount
+
+
 def set_watermarks(conn: Conn, job: str, imeis: Sequence[str], until: datetime) -> None:
     """Record that `job` has read `imeis` up to `until` (never moves a watermark back)."""
     if not imeis:

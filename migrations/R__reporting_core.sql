@@ -10,9 +10,12 @@
 -- From the registry rather than from v_trips: cheap (one row per vehicle) and a vehicle that
 -- has not driven yet can still be picked.
 
+-- poll_state: active | unknown_to_api (the API answered 1002: the worker does not poll it, its
+-- data comes by push only, hence push_only; docs/ingestion.md).
 CREATE OR REPLACE VIEW reporting.v_filter_vehicles AS
 SELECT tracksolid.vehicle_label(d) AS vehicle_number, d.plate_norm, d.vehicle_name, d.imei,
-       d.driver_name, d.cost_centre, d.city, d.vehicle_type
+       d.driver_name, d.cost_centre, d.city, d.vehicle_type, d.poll_state,
+       d.poll_state <> 'active' AS push_only
 FROM tracksolid.devices d
 WHERE d.is_active;
 
@@ -135,6 +138,10 @@ END;
 -- One row per (source, method) ever logged by an API poll or a push delivery. The key list is
 -- a recursive "skip scan" over ingestion_log_method_time_idx (one index probe per key, not a
 -- scan of the whole log); the figures read only the last 24 h.
+-- A 1002 answer ("illegal device") to a call about one device that the worker has marked
+-- `unknown_to_api` (devices.poll_state) is expected, not a failure: such a device is known
+-- only from pushes, and the worker stops polling it after that answer. Those calls are counted
+-- in expected_refusals_24h, and neither in failures_24h nor as the latest attempt.
 CREATE OR REPLACE VIEW reporting.v_ingest_health AS
 WITH RECURSIVE keys AS (
     (SELECT l.source, l.method FROM tracksolid.ingestion_log l
@@ -151,12 +158,15 @@ WITH RECURSIVE keys AS (
     SELECT k.source, k.method,
            last_try.logged_at AS last_attempt_at, last_try.ok AS last_attempt_ok,
            last_ok.logged_at AS last_success_at,
-           day.calls, day.failures, day.rows_24h, day.last_error,
+           day.calls, day.failures, day.expected, day.rows_24h, day.last_error,
            reporting.ingest_stale_after_s(k.source, k.method) AS stale_after_s
     FROM keys k
     LEFT JOIN LATERAL (
         SELECT l.logged_at, l.ok FROM tracksolid.ingestion_log l
         WHERE l.source = k.source AND l.method = k.method
+          AND NOT (NOT l.ok AND l.result_code = 1002 AND EXISTS (
+                    SELECT 1 FROM tracksolid.devices d
+                    WHERE d.imei = l.target AND d.poll_state <> 'active'))
         ORDER BY l.logged_at DESC LIMIT 1
     ) last_try ON true
     LEFT JOIN LATERAL (
@@ -165,11 +175,18 @@ WITH RECURSIVE keys AS (
         ORDER BY l.logged_at DESC LIMIT 1
     ) last_ok ON true
     LEFT JOIN LATERAL (
-        SELECT count(*) AS calls, count(*) FILTER (WHERE NOT l.ok) AS failures,
+        SELECT count(*) AS calls,
+               count(*) FILTER (WHERE NOT l.ok AND NOT x.expected) AS failures,
+               count(*) FILTER (WHERE x.expected) AS expected,
                coalesce(sum(l.rows) FILTER (WHERE l.ok), 0) AS rows_24h,
-               (array_agg(l.error ORDER BY l.logged_at DESC) FILTER (WHERE NOT l.ok))[1]
-                   AS last_error
+               (array_agg(l.error ORDER BY l.logged_at DESC)
+                    FILTER (WHERE NOT l.ok AND NOT x.expected))[1] AS last_error
         FROM tracksolid.ingestion_log l
+        CROSS JOIN LATERAL (
+            SELECT (NOT l.ok AND l.result_code = 1002 AND EXISTS (
+                        SELECT 1 FROM tracksolid.devices d
+                        WHERE d.imei = l.target AND d.poll_state <> 'active')) AS expected
+        ) x
         WHERE l.source = k.source AND l.method = k.method
           AND l.logged_at > now() - interval '24 hours'
     ) day ON true
@@ -179,20 +196,23 @@ SELECT f.source, f.method, f.last_attempt_at, f.last_success_at,
        extract(epoch FROM now() - f.last_success_at)::integer AS last_success_age_s,
        f.stale_after_s,
        f.calls AS calls_24h, f.failures AS failures_24h,
-       CASE WHEN f.calls > 0 THEN round(f.failures::numeric / f.calls, 3) END
+       CASE WHEN f.calls > f.expected
+            THEN round(f.failures::numeric / (f.calls - f.expected), 3) END
            AS error_share_24h,
        f.rows_24h, f.last_error,
        CASE
-           WHEN f.failures > 0 AND (f.failures::numeric / f.calls >= 0.5
+           WHEN f.failures > 0 AND (f.failures::numeric / nullif(f.calls - f.expected, 0) >= 0.5
                                     OR NOT f.last_attempt_ok) THEN 'failing'
            WHEN f.last_success_at IS NULL
                 OR f.last_success_at < now() - make_interval(secs => f.stale_after_s)
                THEN 'stale'
            ELSE 'ok'
-       END AS status
+       END AS status,
+       f.expected AS expected_refusals_24h
 FROM figures f;
 
 COMMENT ON VIEW reporting.v_ingest_health IS
     'Per API method / push path: last success and its age, calls, failures, error share and '
     'rows in the last 24 h, and a status word: failing (>= half the calls of 24 h failed, or '
-    'the latest one did) > stale (no success within stale_after_s) > ok.';
+    'the latest one did) > stale (no success within stale_after_s) > ok. 1002 answers about a '
+    'device marked unknown_to_api are expected (expected_refusals_24h), not failures.';

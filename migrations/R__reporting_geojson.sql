@@ -90,7 +90,8 @@ AS $$
                          'vehicle_number', v.vehicle_number, 'vehicle_name', v.vehicle_name,
                          'imei', v.imei, 'driver_name', v.driver_name,
                          'cost_centre', v.cost_centre, 'city', v.city,
-                         'vehicle_type', v.vehicle_type) ORDER BY v.vehicle_number), '[]')
+                         'vehicle_type', v.vehicle_type, 'poll_state', v.poll_state,
+                         'push_only', v.push_only) ORDER BY v.vehicle_number), '[]')
                      FROM reporting.v_filter_vehicles v),
         'drivers', (SELECT coalesce(json_agg(d.driver_name ORDER BY d.driver_name), '[]')
                     FROM reporting.v_filter_drivers d),
@@ -673,6 +674,16 @@ AS $$
             WHEN bool_or(h.status = 'stale') THEN 'stale'
             ELSE 'ok' END,
         'feeds', coalesce(json_agg(h ORDER BY h.source, h.method), '[]'),
+        -- devices by poll state: push_only = unknown_to_api (not polled; data by push only)
+        'devices', (SELECT json_build_object(
+                        'active', count(*) FILTER (WHERE d.poll_state = 'active'),
+                        'push_only', count(*) FILTER (WHERE d.poll_state <> 'active'),
+                        'push_only_imeis', coalesce((array_agg(d.imei ORDER BY d.imei)
+                            FILTER (WHERE d.poll_state <> 'active'))[1:100], '{}'),
+                        'unregistered_last_hour', (SELECT count(*)
+                            FROM tracksolid.push_unregistered p
+                            WHERE p.last_seen_at > now() - interval '1 hour'))
+                    FROM tracksolid.devices d WHERE d.is_active),
         'generated_at', now())
     FROM reporting.v_ingest_health h
 $$;

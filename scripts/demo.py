@@ -135,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         start("jimi_sim", [py, "jimi_sim.py", "--port", str(ports["sim"]), "--devices",
                            str(args.devices), "--accounts", "3", "--seed", "1",
                            "--push-url", webhook, "--push-interval", "10",
-                           "--push-token", push_token,
-                           "--push-openapi-path", f"/push?token={push_token}"])  # fmt: skip
+                           # `=` form: a token may start with "-" (token_urlsafe)
+                           f"--push-token={push_token}",
+                           f"--push-openapi-path=/push?token={push_token}"])  # fmt: skip
         wait_http(f"http://127.0.0.1:{ports['sim']}/_sim/health", 30)
         registry = work / "registry.csv"
         write_registry(registry, args.devices)

@@ -121,6 +121,7 @@ class Fleet:
         self.accounts = account_names(self.config)
         self._devices = _make_devices(self.config)
         self._by_imei = {d.imei: d for d in self._devices}
+        self._detached: set[str] = set()  # devices no account holds (the API answers 1002)
         size = max(4096, 3 * len(self._devices) + 1024)
         self._plan = functools.lru_cache(maxsize=size)(self._build_plan)
 
@@ -135,12 +136,22 @@ class Fleet:
         return self._by_imei[imei]
 
     def get_device(self, imei: str) -> SimDevice | None:
-        """The device with this IMEI, or None."""
-        return self._by_imei.get(imei)
+        """The device with this IMEI as the API sees it (None: unknown or detached)."""
+        return None if imei in self._detached else self._by_imei.get(imei)
 
     def devices_of(self, account: str) -> list[SimDevice]:
-        """Devices owned by one account."""
-        return [d for d in self._devices if d.account == account]
+        """Devices owned by one account (detached ones are listed nowhere)."""
+        return [d for d in self._devices if d.account == account and d.imei not in self._detached]
+
+    def detach(self, imei: str) -> None:
+        """Take a device out of its account: the API no longer lists it and answers 1002
+        for it ("illegal device"), while the device itself keeps moving (and pushing)."""
+        self.device(imei)
+        self._detached.add(imei)
+
+    def attach(self, imei: str) -> None:
+        """Put a detached device back under its account."""
+        self._detached.discard(imei)
 
     # ── plans ──────────────────────────────────────────────────────────────
 

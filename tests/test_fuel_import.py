@@ -87,6 +87,11 @@ def state(pool: ConnectionPool) -> dict[str, tuple[Any, ...]]:
         (rec(1, fill_time="yesterday"), "fill time unparsable: 'yesterday'"),
         (rec(1, updated_at="soon"), "updated_at unparsable: 'soon'"),
         (rec(1, deleted_at="??"), "deleted_at unparsable: '??'"),
+        (rec(1, fill_time=123, created_at=None), "fill time unparsable: 123"),  # not for SQL
+        (rec(1, litres=float("nan")), "litres: not a finite number (nan)"),
+        (rec(1, car="KCA\x00542Q"), "car: contains a NUL character"),
+        (rec(1, updated_at="\ud800"), "updated_at: contains a lone surrogate (not valid Unicode)"),
+        (rec(1, driver="d" * 2001), "driver: text longer than 2000 characters"),
     ],
 )
 def test_parse_record_rejects_with_reason(item: Any, reason: str) -> None:
@@ -365,26 +370,31 @@ def test_changes_watermark_soft_delete_undelete_and_out_of_order(
     )
 
 
-def test_unreadable_file_fails_run_and_holds_watermark(
+def test_unreadable_file_is_quarantined_and_watermark_moves_on(
     s3_settings: Settings, pool: ConnectionPool, caplog: pytest.LogCaptureFixture
 ) -> None:
     ch = "fuel_records/changes/"
     put(s3_settings, ch + "2026-06-11T01:00:00Z.json", [rec(1)])
     put(s3_settings, ch + "2026-06-11T02:00:00Z.json", b'{"records": [ {"id": 2, ')
     put(s3_settings, ch + "2026-06-11T03:00:00Z.json", [rec(3), {"id": None}])
-    assert import_fuel.main(["--changes", "--apply"], settings=s3_settings) == 1
+    assert import_fuel.main(["--changes", "--apply"], settings=s3_settings) == 0
     assert "2026-06-11T02:00:00Z.json" in caplog.text and "not valid JSON" in caplog.text
-    assert set(state(pool)) == {"1", "3"}  # the good files were imported ...
+    assert "quarantined=1 dead_letters=1" in caplog.text
+    assert set(state(pool)) == {"1", "3"}
     wm = "SELECT watermark_key FROM fuel.ingest_state WHERE feed = 'changes'"
-    assert one(pool, wm) == ch + "2026-06-11T01:00:00Z.json"  # ... the watermark waits
-    assert (
-        one(pool, "SELECT ok FROM tracksolid.ingestion_log ORDER BY log_id DESC LIMIT 1") is False
+    assert one(pool, wm) == ch + "2026-06-11T03:00:00Z.json"  # quarantined: the feed moves
+    assert one(pool, "SELECT quarantine_key FROM fuel.quarantined_files") == (
+        "quarantine/" + ch + "2026-06-11T02:00:00Z.json"
     )
+    detail = one(pool, "SELECT detail FROM tracksolid.ingestion_log ORDER BY log_id DESC LIMIT 1")
+    assert list(detail["quarantined"]) == [ch + "2026-06-11T02:00:00Z.json"]
 
-    put(s3_settings, ch + "2026-06-11T02:00:00Z.json", [rec(2)])  # fixed upstream
+    # Fixed upstream and put back at its key (below the watermark, inside the look-back).
+    put(s3_settings, ch + "2026-06-11T02:00:00Z.json", [rec(2)])
     assert import_fuel.main(["--changes", "--apply"], settings=s3_settings) == 0
     assert set(state(pool)) == {"1", "2", "3"}
     assert one(pool, wm) == ch + "2026-06-11T03:00:00Z.json"
+    assert one(pool, "SELECT count(*) FROM fuel.quarantined_files") == 0
 
 
 def test_snapshot_reconcile_hides_vanished_rows_and_missing_snapshot_fails(

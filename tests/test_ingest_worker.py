@@ -446,29 +446,47 @@ def test_one_unknown_device_does_not_hold_back_its_batch(
     db_url: str, pool: ConnectionPool, sim: SimServer, clock: Clock
 ) -> None:
     """The API answers 1002 for a whole 50-IMEI call when one IMEI is not the account's: the
-    worker retries that batch device by device, stores everyone else, records the one failure."""
+    worker retries that batch device by device, stores everyone else, and marks the device it
+    refused `unknown_to_api`. A device no account ever listed (push / CSV) is asked alone
+    from the start, so it never makes a batch of known devices fail."""
     ingestor = make_ingestor(worker_settings(db_url, sim), pool, clock)
     ingestor.sync_devices()
     ghost = "862798000000000"  # registered by push / CSV, unknown to the API
+    moved = sim.fleet.devices()[0].imei  # listed by the last sync, then taken off its account
+    sim.fleet.detach(moved)
     with pool.connection() as conn:
         conn.execute("INSERT INTO tracksolid.devices (imei, account, source)"
                      " VALUES (%s, 'fireside', 'push')", (ghost,))  # fmt: skip
+    sim.clear_requests()
     stats = ingestor.poll_trips(catchup=True)
     fleet = sim.fleet
+    known = [d for d in fleet.devices() if d.imei != moved]
     with pool.connection() as conn:
-        for dev in fleet.devices():
+        for dev in known:
             stored = [r[0] for r in conn.execute(
                 "SELECT start_time FROM tracksolid.trips WHERE imei = %s ORDER BY 1",
                 (dev.imei,)).fetchall()]  # fmt: skip
             assert stored == [t.start_time for t in fleet.trips(dev.imei, T - DAY, T)]
         marks = writers_marks(conn)
-    assert ghost not in marks and all(d.imei in marks for d in fleet.devices())
-    assert any(ghost in e for e in stats.errors) and stats.failures >= 2
+        states: dict[str, str] = dict(conn.execute(
+            "SELECT imei, poll_state FROM tracksolid.devices").fetchall())  # fmt: skip
+    assert ghost not in marks and moved not in marks and all(d.imei in marks for d in known)
+    assert states[ghost] == states[moved] == "unknown_to_api"
+    assert {i for i, s in states.items() if s == "active"} == {d.imei for d in known}
+    assert stats.updated["unknown_to_api"] == 2 and stats.failures == 0, stats.errors
+    ghost_calls = [r for r in sim.requests if ghost in r.imeis]
+    assert ghost_calls and all(r.imeis == [ghost] for r in ghost_calls), "asked alone"
     with pool.connection() as conn:
         refused = conn.execute(
-            "SELECT count(*) FROM tracksolid.ingestion_log WHERE method ="
-            " 'jimi.device.track.mileage' AND result_code = 1002").fetchone()  # fmt: skip
-    assert refused is not None and refused[0] >= 2  # the batch call and the ghost's own
+            "SELECT target FROM tracksolid.ingestion_log WHERE method ="
+            " 'jimi.device.track.mileage' AND result_code = 1002").fetchall()  # fmt: skip
+    # the batch holding `moved`, then each one's own call (the audit names the device)
+    assert sorted(r[0] or "" for r in refused) == sorted(["", ghost, moved])
+    # The next run asks nothing about either.
+    sim.clear_requests()
+    assert ingestor.poll_trips().failures == 0
+    asked = {i for r in sim.requests for i in r.imeis}
+    assert asked and not asked & {ghost, moved}
 
 
 def writers_marks(conn: Any) -> set[str]:

@@ -163,7 +163,7 @@ def test_crash_after_commit_before_archive_is_harmless(
     assert len(keys(s3_settings, "processed/")) == 2
 
 
-def test_malformed_rows_skipped_and_unreadable_file_left_in_place(
+def test_malformed_rows_dead_lettered_and_unreadable_file_quarantined(
     s3_settings: Settings, pool: ConnectionPool, caplog: pytest.LogCaptureFixture
 ) -> None:
     good = to_csv([ticket("INC1"), ticket("INC2")]).decode()
@@ -173,28 +173,60 @@ def test_malformed_rows_skipped_and_unreadable_file_left_in_place(
     put(s3_settings, "2026-06-25T10-40-00.csv", b"ticket_id,raw_status\n\xff\xfeINC\n")
     put(s3_settings, "2026-06-25T11-00-00.csv", [ticket("INC3")])
     code, line = run(s3_settings, pool, "--from-bucket", "--apply")
-    assert code == import_tickets.EXIT_UNREADABLE
-    assert "skipped=1" in line
-    assert "unreadable=changes/2026-06-25T10-40-00.csv" in line
+    assert code == 0, line  # the feed kept moving: not a failure
+    assert "rejected=1" in line and "quarantined=1" in line
+    assert "quarantined-files=changes/2026-06-25T10-40-00.csv" in line
     assert "changes/2026-06-25T10-20-00.csv:3: expected 30 fields, got 2" in caplog.text
-    assert "cannot read changes/2026-06-25T10-40-00.csv" in caplog.text
-    assert sorted(r[0] for r in _all(pool, "SELECT ticket_id FROM tickets.inc")) == ["INC1", "INC2"]
-    # The unreadable file and the newer one wait in changes/; the watermark stops before them.
-    assert keys(s3_settings, "changes/") == [
-        "changes/2026-06-25T10-40-00.csv",
-        "changes/2026-06-25T11-00-00.csv",
+    assert "quarantined changes/2026-06-25T10-40-00.csv" in caplog.text
+    assert sorted(r[0] for r in _all(pool, "SELECT ticket_id FROM tickets.inc")) == [
+        "INC1",
+        "INC2",
+        "INC3",
+    ]
+    assert _all(pool, "SELECT source_key, line, ticket_id, raw_text FROM tickets.rejects") == [
+        ("changes/2026-06-25T10-20-00.csv", 3, "INC9", "INC9,NEW\r\n")
+    ]
+    assert keys(s3_settings, "changes/") == []
+    assert keys(s3_settings, "quarantine/") == [
+        "quarantine/changes/2026-06-25T10-40-00.csv",
+        "quarantine/changes/2026-06-25T10-40-00.csv.reason.json",
     ]
     assert one(pool, "SELECT source_max_key FROM tickets.import_meta") == (
-        "changes/2026-06-25T10-20-00.csv"
+        "changes/2026-06-25T11-00-00.csv"
     )
     assert (
         one(
             pool,
             "SELECT count(*) FROM tracksolid.ingestion_log"
-            " WHERE NOT ok AND target LIKE 'changes/%%'",
+            " WHERE NOT ok AND target LIKE 'changes/%%' AND error LIKE 'quarantined:%%'",
         )
         == 1
     )
+
+
+def test_a_file_that_cannot_be_set_aside_stops_the_drain_before_it(
+    s3_settings: Settings, pool: ConnectionPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    put(s3_settings, "2026-06-25T10-20-00.csv", [ticket("INC1")])
+    put(s3_settings, "2026-06-25T10-40-00.csv", b"id,status\n1,NEW\n")
+    put(s3_settings, "2026-06-25T11-00-00.csv", [ticket("INC3")])
+
+    def refuses(*args: Any, **kwargs: Any) -> str:
+        raise feed.FeedArchiveError("cannot quarantine: access denied")
+
+    monkeypatch.setattr(feed, "quarantine", refuses)
+    code, line = run(s3_settings, pool, "--from-bucket", "--apply")
+    assert code == import_tickets.EXIT_UNREADABLE, line
+    assert "unreadable=changes/2026-06-25T10-40-00.csv" in line
+    # Neither imported nor quarantined: the watermark stops before it, the newer file waits.
+    assert one(pool, "SELECT source_max_key FROM tickets.import_meta") == (
+        "changes/2026-06-25T10-20-00.csv"
+    )
+    assert keys(s3_settings, "changes/") == [
+        "changes/2026-06-25T10-40-00.csv",
+        "changes/2026-06-25T11-00-00.csv",
+    ]
+    assert one(pool, "SELECT count(*) FROM tickets.quarantined_files") == 0
 
 
 def _all(pool: ConnectionPool, query: str) -> list[tuple[Any, ...]]:

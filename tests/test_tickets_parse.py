@@ -8,10 +8,14 @@ import pytest
 
 from tickets_import.geocode import clean_place_name, haversine_km
 from tickets_import.parse import (
+    Bounds,
+    RowIssue,
     UnreadableFileError,
     parse_csv_bytes,
     parse_csv_text,
     parse_eat,
+    redact_secrets,
+    reparse_record,
 )
 from tickets_import.sample import ticket, to_csv
 
@@ -92,11 +96,60 @@ def test_bad_times_are_kept_as_warnings() -> None:
         (b"id,status\n1,NEW\n", "no ticket_id"),
         (b"ticket_id,a,a\n", "duplicate header"),
         (b"ticket_id\n\xff\xfe\x00garbage\n", "not UTF-8"),
+        (b"ticket_id,na\x00me\nINC1,x\n", "NUL byte"),
+        (("ticket_id" + ",c" * 300).encode() + b"\n", "301 columns"),
     ],
 )
 def test_unreadable_files(data: bytes, message: str) -> None:
     with pytest.raises(UnreadableFileError, match=message):
         parse_csv_bytes(data, "f.csv")
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        ("INC2,NE\x00W,Nairobi", "raw_status: contains a NUL byte"),
+        ("INC2,\ud800,Nairobi", "raw_status: contains invalid Unicode"),
+        ("INC2,NEW," + "k" * 2001, "region: value is 2,001 characters (bound 2,000)"),
+        ('INC2,NEW,"' + "\u00e9" * 33000 + '"', "row is 66,012 bytes (bound 65,536)"),
+        ("I" * 65 + ",NEW,Nairobi", "implausible ticket_id"),
+    ],
+)
+def test_bounds_and_unstorable_values_reject_only_their_row(row: str, reason: str) -> None:
+    text = f"ticket_id,raw_status,region\nINC1,NEW,Nairobi\n{row}\nINC3,NEW,Kampala\n"
+    parsed = parse_csv_text(text, "f.csv")
+    assert [r.ticket_id for r in parsed.rows] == ["INC1", "INC3"]
+    [issue] = parsed.errors
+    assert issue.line == 3 and issue.reason.startswith(reason)
+    assert issue.raw == row + "\n"  # the raw record, for the dead letter
+
+
+def test_bounds_are_configurable_and_a_dead_letter_reparses() -> None:
+    text = "ticket_id,summary\nINC1," + "s" * 2500 + "\n"
+    assert parse_csv_text(text, "f.csv").errors
+    relaxed = Bounds(field_chars=3000)
+    assert [r.ticket_id for r in parse_csv_text(text, "f.csv", bounds=relaxed).rows] == ["INC1"]
+    raw = ("INC1," + "s" * 2500 + "\r\n").encode()
+    still = reparse_record(["ticket_id", "summary"], raw, "f.csv", 2)
+    assert isinstance(still, RowIssue) and still.line == 2 and "bound 2,000" in still.reason
+    outcome = reparse_record(["ticket_id", "summary"], raw, "f.csv", 2, bounds=relaxed)
+    assert isinstance(outcome, tuple) and outcome[0].raw["summary"] == "s" * 2500
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        ("call 0722, password=hunter2 ok", "call 0722, password=*** ok"),
+        ("Pwd: s3cret, then", "Pwd: ***, then"),
+        ("url https://x.io/a?token=abc&b=1", "url https://x.io/a?token=***&b=1"),
+        ("Authorization: Bearer abcdefghijkl", "Authorization: Bearer ***"),
+        ("key AKIAABCDEFGHIJKLMNOP here", "key *** here"),
+        ("ftp://user:pw@host/x", "ftp://user:***@host/x"),
+        ("Kilimani, Argwings Kodhek Rd", "Kilimani, Argwings Kodhek Rd"),
+    ],
+)
+def test_secret_looking_values_are_redacted(text: str, redacted: str) -> None:
+    assert redact_secrets(text) == redacted
 
 
 def test_bom_is_ignored() -> None:

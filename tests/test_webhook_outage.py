@@ -125,7 +125,13 @@ def test_database_crash_and_restart_loses_nothing_acknowledged(
                 if health["spool_depth"] == 0 and health["database"] == "up":
                     break
                 time.sleep(0.1)
-            assert health == {"status": "ok", "database": "up", "spooling": False, "spool_depth": 0}
+            assert health == {
+                "status": "ok",
+                "database": "up",
+                "synchronous_commit": "on",
+                "spooling": False,
+                "spool_depth": 0,
+            }
     finally:
         stop.set()
         server.should_exit = True

@@ -431,7 +431,15 @@ def test_unmapped_fields_stay_in_raw_and_nul_bytes_are_cleaned(
 def test_health_reports_database_and_spool(client: TestClient) -> None:
     resp = client.get("/health")
     assert resp.status_code == 200
-    assert resp.json() == {"status": "ok", "database": "up", "spooling": False, "spool_depth": 0}
+    # The shared test cluster runs with synchronous_commit = off in postgresql.conf: the
+    # receiver's connections set it on themselves, and the server says so.
+    assert resp.json() == {
+        "status": "ok",
+        "database": "up",
+        "synchronous_commit": "on",
+        "spooling": False,
+        "spool_depth": 0,
+    }
 
 
 def test_database_down_at_start_spools_then_replays_on_restart(
@@ -454,6 +462,7 @@ def test_database_down_at_start_spools_then_replays_on_restart(
         assert health["database"] == "down"
         assert health["spool_depth"] == 3
         assert health["status"] == "degraded"
+        assert health["synchronous_commit"] is None
     with Spool(recv_settings.webhook_spool_dir) as spool:
         assert spool.depth == 3
     assert count(db_url, "position_history") == 0
@@ -486,3 +495,19 @@ def test_a_delivery_that_cannot_be_stored_at_all_is_kept_on_disk_not_500(
     assert len(kept) == 1
     assert f.IMEIS[0] in kept[0].read_text()
     assert client.get("/health").json()["spool_depth"] == 0
+
+
+def test_autoregistration_cap_comes_from_the_settings(recv_settings: Settings, db_url: str) -> None:
+    """PUSH_AUTOREGISTER_PER_HOUR reaches the receiver: over the cap, pushed IMEIs are kept
+    out of the polled registry (their data is stored all the same)."""
+    capped = recv_settings.model_copy(update={"push_autoregister_per_hour": 1})
+    try:
+        with TestClient(create_app(capped)) as c:
+            items = [f.gps(imei) for imei in f.IMEIS[:3]]
+            assert c.post("/pushgps", data=f.iothub_form(items, TOKEN)).status_code == 200
+        assert count(db_url, "devices") == 1
+        assert count(db_url, "push_unregistered") == 2
+        assert count(db_url, "position_history") == 3
+    finally:  # the cap is process-wide: put the default back for the tests after this one
+        with TestClient(create_app(recv_settings)):
+            pass

@@ -1,12 +1,14 @@
-"""The S3 change stream: list `changes/*.csv`, read one file, archive it to `processed/`.
+"""The S3 change stream: list `changes/*.csv`, read one file, archive it to `processed/`, or
+move an unreadable one to `quarantine/<key>` with a `<key>.reason.json` beside it.
 
 Failure modes: `FeedReadError` when a file cannot be fetched, `FeedArchiveError` when the
-copy/delete of the archive step fails, `FeedListError` when the bucket cannot be listed.
-All wrap the botocore error (`raise ... from exc`).
+copy/delete of the archive or quarantine step fails, `FeedListError` when the bucket cannot
+be listed. All wrap the botocore error (`raise ... from exc`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -17,6 +19,8 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 log = logging.getLogger(__name__)
+
+QUARANTINE_PREFIX = "quarantine/"
 
 
 class FeedError(Exception):
@@ -52,7 +56,7 @@ def list_change_files(s3: S3Client, bucket: str, prefix: str) -> list[ChangeFile
         for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
                 key = obj.get("Key", "")
-                if key.lower().endswith(".csv"):
+                if key.lower().endswith(".csv") and not key.startswith(QUARANTINE_PREFIX):
                     files.append(ChangeFile(key, int(obj.get("Size", 0))))
     except (BotoCoreError, ClientError) as exc:
         raise FeedListError(f"cannot list s3://{bucket}/{prefix}: {exc}") from exc
@@ -89,3 +93,48 @@ def archive(s3: S3Client, bucket: str, key: str, prefix: str, processed_prefix: 
         raise FeedArchiveError(f"cannot archive s3://{bucket}/{key} -> {dest}: {exc}") from exc
     log.info("s3 archived %s -> %s", key, dest)
     return dest
+
+
+def quarantine_key(key: str) -> str:
+    """Where an unreadable file goes: `quarantine/` + its full original key."""
+    return QUARANTINE_PREFIX + key
+
+
+def quarantine(s3: S3Client, bucket: str, key: str, reason: dict[str, object]) -> str:
+    """Copy an unreadable file to `quarantine/<key>` and write `quarantine/<key>.reason.json`
+    beside it. The original stays until `delete` (called once the database recorded the
+    quarantine); re-running after a partial failure is harmless."""
+    dest = quarantine_key(key)
+    try:
+        s3.copy_object(Bucket=bucket, Key=dest, CopySource={"Bucket": bucket, "Key": key})
+        s3.put_object(
+            Bucket=bucket,
+            Key=dest + ".reason.json",
+            Body=json.dumps(reason, indent=2, sort_keys=True).encode(),
+            ContentType="application/json",
+        )
+    except (BotoCoreError, ClientError) as exc:
+        raise FeedArchiveError(f"cannot quarantine s3://{bucket}/{key} -> {dest}: {exc}") from exc
+    log.info("s3 quarantined %s -> %s", key, dest)
+    return dest
+
+
+def delete(s3: S3Client, bucket: str, key: str) -> None:
+    """Delete one object (idempotent)."""
+    try:
+        s3.delete_object(Bucket=bucket, Key=key)
+    except (BotoCoreError, ClientError) as exc:
+        raise FeedArchiveError(f"cannot delete s3://{bucket}/{key}: {exc}") from exc
+
+
+def unquarantine(s3: S3Client, bucket: str, key: str) -> None:
+    """Put a quarantined file back under its original key (and drop the quarantine copy and
+    its reason object), so the next drain imports it."""
+    source = quarantine_key(key)
+    try:
+        s3.copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": bucket, "Key": source})
+        s3.delete_object(Bucket=bucket, Key=source)
+        s3.delete_object(Bucket=bucket, Key=source + ".reason.json")
+    except (BotoCoreError, ClientError) as exc:
+        raise FeedArchiveError(f"cannot restore s3://{bucket}/{source} -> {key}: {exc}") from exc
+    log.info("s3 restored %s -> %s", source, key)

@@ -1,7 +1,8 @@
 """Database writes of the tickets importer; every function takes a borrowed connection.
 
-The caller owns the transaction: `upsert_rows` + `advance_watermark` run in one transaction
-per change file, so a file is either fully committed (rows and watermark) or not at all.
+The caller owns the transaction: `upsert_rows` + `record_rejects` + `advance_watermark` run
+in one transaction per change file, so a file is either fully committed (rows, dead letters
+and watermark) or not at all.
 Failure modes: psycopg errors propagate unchanged (the caller rolls back and reports).
 """
 
@@ -16,11 +17,14 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from tickets_import.parse import TicketRow
+from tickets_import.parse import MAX_DEAD_LETTER_BYTES, RowIssue, TicketRow
 
 FEED = "inc"
 IMPORT_LOCK = "tickets.import_tickets"
 
+# Dropped first: a file whose batch the database refused is retried row by row (savepoints)
+# in the same transaction.
+_DROP_STAGE = "DROP TABLE IF EXISTS _inc_stage"
 _STAGE = """
 CREATE TEMP TABLE _inc_stage (ticket_id text NOT NULL, raw jsonb NOT NULL) ON COMMIT DROP
 """
@@ -93,6 +97,7 @@ def upsert_rows(
         return UpsertCounts()
     dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
     with conn.cursor() as cur:
+        cur.execute(_DROP_STAGE)
         cur.execute(_STAGE)
         cur.execute("SELECT set_config('tickets.geom_resolved', 'on', true)")
         with cur.copy("COPY _inc_stage (ticket_id, raw) FROM STDIN") as copy:
@@ -180,6 +185,182 @@ def try_lock(conn: psycopg.Connection[Any]) -> bool:
 def unlock(conn: psycopg.Connection[Any]) -> None:
     """Release the importer's session lock."""
     conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (IMPORT_LOCK,))
+
+
+# ── dead letters and quarantined files ───────────────────────────────────────
+
+
+def dead_letter_raw(raw: str) -> tuple[bytes, str, bool]:
+    """What a dead letter keeps of a rejected record: its bytes (what a retry re-parses), a
+    readable copy (NUL shown as U+2400) and whether the bytes were cut at the storage bound."""
+    data = raw.encode("utf-8", "surrogatepass")
+    truncated = len(data) > MAX_DEAD_LETTER_BYTES
+    if truncated:
+        data = data[:MAX_DEAD_LETTER_BYTES]
+    text = data.decode("utf-8", "replace").replace("\x00", "\u2400")
+    return data, text, truncated
+
+
+def record_rejects(
+    conn: psycopg.Connection[Any],
+    source_key: str,
+    header: Sequence[str],
+    issues: Sequence[RowIssue],
+) -> int:
+    """Upsert the rejected records of one file into tickets.rejects (natural key: feed, file,
+    line); a record seen again keeps first_seen_at and gets the new reason. Returns the count."""
+    count = 0
+    for issue in issues:
+        data, text, truncated = dead_letter_raw(issue.raw or "")
+        conn.execute(
+            """
+            INSERT INTO tickets.rejects AS r
+                (feed, source_key, line, ticket_id, reason, header, raw_row, raw_text,
+                 raw_truncated)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+            ON CONFLICT (feed, source_key, line) DO UPDATE SET
+                ticket_id = EXCLUDED.ticket_id, reason = EXCLUDED.reason,
+                header = EXCLUDED.header, raw_row = EXCLUDED.raw_row,
+                raw_text = EXCLUDED.raw_text, raw_truncated = EXCLUDED.raw_truncated,
+                last_seen_at = now(), seen_count = r.seen_count + 1
+            """,
+            (
+                FEED,
+                source_key,
+                issue.line,
+                issue.ticket_id,
+                issue.reason,
+                list(header),
+                data,
+                text,
+                truncated,
+            ),
+        )
+        count += 1
+    return count
+
+
+@dataclass(frozen=True)
+class Reject:
+    """One dead letter of the feed."""
+
+    reject_id: int
+    source_key: str
+    line: int
+    ticket_id: str | None
+    reason: str
+    header: list[str]
+    raw_row: bytes
+    raw_text: str
+    raw_truncated: bool
+    first_seen_at: datetime
+    last_seen_at: datetime
+    retried_at: datetime | None
+    retry_count: int
+
+
+def list_rejects(conn: psycopg.Connection[Any], *, limit: int | None = None) -> list[Reject]:
+    """The feed's dead letters, oldest first (by file, then line)."""
+    rows = conn.execute(
+        """
+        SELECT reject_id, source_key, line, ticket_id, reason, header, raw_row, raw_text,
+               raw_truncated, first_seen_at, last_seen_at, retried_at, retry_count
+          FROM tickets.rejects
+         WHERE feed = %s
+         ORDER BY source_key, line
+         LIMIT %s
+        """,
+        (FEED, limit),
+    ).fetchall()
+    return [Reject(r[0], r[1], r[2], r[3], r[4], list(r[5]), bytes(r[6]), *r[7:]) for r in rows]
+
+
+def resolve_reject(conn: psycopg.Connection[Any], reject_id: int) -> None:
+    """Remove a dead letter whose row is now imported (or dropped by design)."""
+    conn.execute("DELETE FROM tickets.rejects WHERE reject_id = %s", (reject_id,))
+
+
+def keep_reject(conn: psycopg.Connection[Any], reject_id: int, reason: str) -> None:
+    """A retried dead letter that still fails: new reason, retry time and count."""
+    conn.execute(
+        """
+        UPDATE tickets.rejects
+           SET reason = %s, retried_at = now(), retry_count = retry_count + 1
+         WHERE reject_id = %s
+        """,
+        (reason, reject_id),
+    )
+
+
+def record_quarantine(
+    conn: psycopg.Connection[Any],
+    *,
+    source_key: str,
+    bucket: str,
+    quarantine_key: str,
+    reason: str,
+    size: int,
+    sha256: str,
+) -> None:
+    """Record (or refresh) a quarantined change file."""
+    conn.execute(
+        """
+        INSERT INTO tickets.quarantined_files AS q
+            (feed, source_key, bucket, quarantine_key, reason, size_bytes, sha256)
+        VALUES (%s, %s, %s, %s, %s, %s, %s)
+        ON CONFLICT (feed, source_key) DO UPDATE SET
+            bucket = EXCLUDED.bucket, quarantine_key = EXCLUDED.quarantine_key,
+            reason = EXCLUDED.reason, size_bytes = EXCLUDED.size_bytes,
+            sha256 = EXCLUDED.sha256, status = 'quarantined', released_at = NULL,
+            last_seen_at = now()
+        """,
+        (FEED, source_key, bucket, quarantine_key, reason, size, sha256),
+    )
+
+
+def is_quarantined(conn: psycopg.Connection[Any], source_key: str) -> bool:
+    """True when `source_key` is recorded as quarantined (not yet released)."""
+    row = conn.execute(
+        """
+        SELECT 1 FROM tickets.quarantined_files
+         WHERE feed = %s AND source_key = %s AND status = 'quarantined'
+        """,
+        (FEED, source_key),
+    ).fetchone()
+    return row is not None
+
+
+def release_quarantine(conn: psycopg.Connection[Any], source_key: str) -> None:
+    """Mark a quarantined file as imported after a fix."""
+    conn.execute(
+        """
+        UPDATE tickets.quarantined_files SET status = 'released', released_at = now()
+         WHERE feed = %s AND source_key = %s
+        """,
+        (FEED, source_key),
+    )
+
+
+@dataclass(frozen=True)
+class QuarantinedFile:
+    """A change file moved to quarantine/."""
+
+    source_key: str
+    quarantine_key: str
+    reason: str
+    first_seen_at: datetime
+
+
+def list_quarantined(conn: psycopg.Connection[Any]) -> list[QuarantinedFile]:
+    """Files still in quarantine, oldest first."""
+    rows = conn.execute(
+        """
+        SELECT source_key, quarantine_key, reason, first_seen_at FROM tickets.quarantined_files
+         WHERE feed = %s AND status = 'quarantined' ORDER BY source_key
+        """,
+        (FEED,),
+    ).fetchall()
+    return [QuarantinedFile(*r) for r in rows]
 
 
 # ── geocoding ────────────────────────────────────────────────────────────────

@@ -3,8 +3,9 @@
 One file per delivery, named by a monotonic sequence number (`000000001234.json`). A write
 goes to a temporary name, is fsynced, renamed into place and the directory fsynced, all before
 the receiver replies — so an acknowledged delivery survives a crash or power loss. Files are
-replayed in sequence order and deleted only after their database transaction committed; the
-database write is idempotent, so a crash between commit and delete replays harmlessly.
+replayed in sequence order (in batches, one transaction each) and deleted only after their
+database transaction committed; the database write is idempotent, so a crash between commit
+and delete replays harmlessly.
 
 Failure modes: `SpoolError` when the directory cannot be written (disk full, permissions);
 the receiver then answers 503 so JIMI retries, rather than acknowledging what it cannot keep.
@@ -126,6 +127,15 @@ class Spool:
             path.unlink(missing_ok=True)
             self._fsync_dir()
             self._depth = max(0, self._depth - 1)
+
+    def remove_many(self, paths: list[Path]) -> None:
+        """Delete a batch of deliveries after their (one) database commit: one directory
+        fsync for all of them."""
+        with self._lock:
+            for path in paths:
+                path.unlink(missing_ok=True)
+            self._fsync_dir()
+            self._depth = max(0, self._depth - len(paths))
 
     def quarantine(self, path: Path, reason: str) -> None:
         """Move an unreadable file aside (kept for a human, out of the replay order)."""

@@ -10,6 +10,10 @@ Failure modes of `write_delivery`:
   unchanged: nothing was written, the caller spools the delivery and retries later;
 - any other error (a value PostgreSQL refuses, a bug) falls back to storing the delivery raw
   (`status='stored'`, the reason in `errors`), so an accepted delivery is never dropped.
+
+`write_batch` (the spool replay) runs the same statements for many deliveries in one
+pipelined transaction, all or nothing, and raises whatever fails (no raw fallback): the
+replayer then goes back to `write_delivery`, one delivery at a time.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from ts_shared import utcnow
+from ts_shared import Settings, utcnow
 from webhook.parse import (
     AlarmRow,
     EventRow,
@@ -271,6 +275,17 @@ RETURNING (detail->>'inbox_id')::bigint, true
 """
 
 
+# Unknown IMEIs auto-registered from pushes per hour (PUSH_AUTOREGISTER_PER_HOUR); above it
+# the data is stored but the IMEI goes to `tracksolid.push_unregistered`, not `devices`.
+_autoregister = {"per_hour": int(Settings.model_fields["push_autoregister_per_hour"].default)}
+
+
+def configure_autoregister(per_hour: int) -> None:
+    """Set the per-hour auto-registration cap (the receiver passes its Settings value)."""
+    _autoregister["per_hour"] = max(0, int(per_hour))
+    _statement.cache_clear()
+
+
 @cache
 def _statement(tables: tuple[str, ...], with_live: bool) -> str:
     """The one statement that stores a delivery touching `tables` (rendered once per shape)."""
@@ -278,13 +293,37 @@ def _statement(tables: tuple[str, ...], with_live: bool) -> str:
     ctes.append(
         sql.SQL(
             """
+dev_new AS (
+    SELECT u.imei, u.device_name FROM {rows}
+    WHERE EXISTS (SELECT 1 FROM inbox)
+      AND NOT EXISTS (SELECT 1 FROM tracksolid.devices d WHERE d.imei = u.imei)
+),
+dev_room AS (
+    SELECT greatest(0, {cap} - (SELECT count(*) FROM tracksolid.devices d
+                                WHERE d.source = 'push'
+                                  AND d.first_seen_at > now() - interval '1 hour')) AS n
+    WHERE EXISTS (SELECT 1 FROM dev_new)
+),
+dev_ranked AS (
+    SELECT n.imei, n.device_name,
+           row_number() OVER (ORDER BY n.imei) <= (SELECT r.n FROM dev_room r) AS fits
+    FROM dev_new n
+),
 dev AS (
     INSERT INTO tracksolid.devices (imei, device_name, source)
-    SELECT u.imei, u.device_name, 'push' FROM {}
-    WHERE EXISTS (SELECT 1 FROM inbox)
+    SELECT k.imei, k.device_name, 'push' FROM dev_ranked k WHERE k.fits
     ON CONFLICT (imei) DO NOTHING
+),
+dev_over AS (
+    INSERT INTO tracksolid.push_unregistered AS p (imei, device_name)
+    SELECT k.imei, k.device_name FROM dev_ranked k WHERE NOT k.fits
+    ON CONFLICT (imei) DO UPDATE SET last_seen_at = now(), deliveries = p.deliveries + 1,
+        device_name = coalesce(EXCLUDED.device_name, p.device_name)
 )"""
-        ).format(_rows_from_json("dev", ("imei", "device_name"), ("text", "text")))
+        ).format(
+            rows=_rows_from_json("dev", ("imei", "device_name"), ("text", "text")),
+            cap=sql.Literal(_autoregister["per_hour"]),
+        )
     )
     for index, name in enumerate(tables):
         table = _BY_NAME[name]
@@ -362,15 +401,10 @@ def _execute(conn: psycopg.Connection[Any], query: str | sql.SQL, params: dict[s
     return conn.execute(query, params).fetchone()
 
 
-def store_parsed(
-    conn: psycopg.Connection[Any],
-    delivery: Delivery,
-    parsed: ParsedDelivery,
-    payload: str,
-    *,
-    log_duplicate: bool = True,
-) -> StoreResult:
-    """Store a parsed delivery in one statement; see the module doc for failure modes."""
+def _prepared(
+    delivery: Delivery, parsed: ParsedDelivery, payload: str, *, log_duplicate: bool
+) -> tuple[str, dict[str, Any]]:
+    """The statement (rendered once per shape) and parameters that store a parsed delivery."""
     tables = tuple(t.name for t in _TABLES if parsed.rows.get(t.row))
     params: dict[str, Any] = {
         "received_at": delivery.received_at,
@@ -397,7 +431,20 @@ def store_parsed(
     if with_live:
         params["live"] = _rows_json(parsed.live)
     params["duration_ms"] = _elapsed_ms(delivery)
-    row = _execute(conn, _statement(tables, with_live), params)
+    return _statement(tables, with_live), params
+
+
+def store_parsed(
+    conn: psycopg.Connection[Any],
+    delivery: Delivery,
+    parsed: ParsedDelivery,
+    payload: str,
+    *,
+    log_duplicate: bool = True,
+) -> StoreResult:
+    """Store a parsed delivery in one statement; see the module doc for failure modes."""
+    query, params = _prepared(delivery, parsed, payload, log_duplicate=log_duplicate)
+    row = _execute(conn, query, params)
     inbox_id = int(row[0]) if row and row[0] is not None else None
     return StoreResult(
         inbox_id, parsed.item_count, parsed.items_ok, parsed.items_failed, parsed.status
@@ -438,8 +485,16 @@ def store_raw(
 ) -> int | None:
     """Keep a delivery without typed rows: a rejected body (`status='rejected'`, HTTP 400)
     or an accepted one whose typed write failed (`status='stored'`). Returns the inbox id."""
+    params = _raw_params(delivery, reason, status=status, payload=payload, item_count=item_count)
+    row = _execute(conn, sql.SQL(_RAW_ONLY), params)
+    return int(row[0]) if row and row[0] is not None else None
+
+
+def _raw_params(
+    delivery: Delivery, reason: str, *, status: str, payload: str | None, item_count: int = 0
+) -> dict[str, Any]:
     rejected = status == "rejected"
-    params = {
+    return {
         "received_at": delivery.received_at,
         "path": delivery.path,
         "msg_type": delivery.msg_type,
@@ -455,8 +510,6 @@ def store_raw(
         "duration_ms": _elapsed_ms(delivery),
         "error": reason[:2000],
     }
-    row = _execute(conn, sql.SQL(_RAW_ONLY), params)
-    return int(row[0]) if row and row[0] is not None else None
 
 
 def write_delivery(
@@ -502,3 +555,31 @@ def _json_or_none(text: str) -> str | None:
     except ValueError:
         return None
     return text
+
+
+def write_batch(
+    conn: psycopg.Connection[Any], deliveries: list[Delivery], ctx: ParseContext
+) -> None:
+    """Store many (spooled) deliveries in one transaction, in list order: one commit and one
+    WAL flush for all, statements pipelined (no round trip waited per delivery).
+
+    Same statements as `write_delivery` (idempotent on `delivery_key`; a duplicate is not
+    logged), but all or nothing and without the raw fallback: any error is raised after the
+    transaction rolled back (`psycopg.OperationalError` when the server is gone, anything
+    else for a delivery that needs `write_delivery`'s one-by-one handling)."""
+    if not conn.autocommit:
+        conn.autocommit = True  # `transaction()` then issues BEGIN/COMMIT itself
+    with conn.pipeline(), conn.transaction():
+        for delivery in deliveries:
+            # Parsed one at a time inside the pipeline: the server runs the statements already
+            # sent while Python parses the next delivery.
+            query: str | sql.SQL
+            if delivery.reject_reason is not None:
+                query = sql.SQL(_RAW_ONLY)
+                params = _raw_params(
+                    delivery, delivery.reject_reason, status="rejected", payload=None
+                )
+            else:
+                parsed, payload = parse(delivery, ctx)
+                query, params = _prepared(delivery, parsed, payload, log_duplicate=False)
+            conn.execute(query, params)
