@@ -1,0 +1,1 @@
+"""Adopting the previous-generation database: introspection, batched copy, verification."""
