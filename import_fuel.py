@@ -79,10 +79,12 @@ from fuel_import.store import (
     upsert_records,
 )
 from ts_shared import (
+    QUARANTINE_PREFIX,
     DatabaseUnavailableError,
     Settings,
     make_pool,
     make_s3_client,
+    quarantine_key,
     record_ingestion,
     setup_logging,
 )
@@ -281,7 +283,7 @@ class Importer:
         """Move an unreadable feed file to quarantine/<key> (copy, reason object, DB record,
         delete); when the move fails the file is an error and holds the watermark."""
         key, bucket = file_report.key, self.settings.fuel_bucket
-        target = feed.quarantine_key(key)
+        target = quarantine_key(key)
         if not self.apply:
             file_report.quarantined = str(exc)
             log.warning("fuel file %s unreadable, would be moved to %s: %s", key, target, exc)
@@ -401,8 +403,8 @@ class Importer:
         not move: it is a late file), then the quarantine copy and reason object are deleted.
         Still unreadable → an error (exit 1), and it stays in quarantine."""
         report = RunReport("retry-quarantine", not self.apply)
-        original = key.removeprefix(feed.QUARANTINE_DIR)
-        source = feed.quarantine_key(original)
+        original = key.removeprefix(QUARANTINE_PREFIX)
+        source = quarantine_key(original)
         file_report = self._process(
             report, original, functools.partial(self._get, source), kind="changes"
         )

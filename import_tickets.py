@@ -44,10 +44,12 @@ from tickets_import.parse import (
     parse_csv_bytes,
 )
 from ts_shared import (
+    QUARANTINE_PREFIX,
     DatabaseUnavailableError,
     Settings,
     make_pool,
     make_s3_client,
+    quarantine_key,
     record_ingestion,
     setup_logging,
 )
@@ -432,7 +434,7 @@ def _quarantine(
 
 def _drop_quarantine_copy(s3: S3Client, bucket: str, key: str) -> None:
     """After a quarantined file was imported: remove its quarantine copy and reason object."""
-    for leftover in (feed.quarantine_key(key), feed.quarantine_key(key) + ".reason.json"):
+    for leftover in (quarantine_key(key), quarantine_key(key) + ".reason.json"):
         try:
             feed.delete(s3, bucket, leftover)
         except feed.FeedArchiveError as exc:
@@ -526,11 +528,11 @@ def retry_quarantine(
     """Put a quarantined file back under its original key and drain the bucket (which imports
     it even below the watermark; a file still unreadable is quarantined again). Without
     --apply, only say whether the quarantined file reads now."""
-    key = key.removeprefix(feed.QUARANTINE_PREFIX)
+    key = key.removeprefix(QUARANTINE_PREFIX)
     bucket = settings.tickets_bucket
     if not summary.apply:
         try:
-            data = feed.read_file(s3, bucket, feed.quarantine_key(key))
+            data = feed.read_file(s3, bucket, quarantine_key(key))
             parsed = parse_csv_bytes(data, key)
         except (feed.FeedReadError, UnreadableFileError) as exc:
             log.warning("dry run: %s still cannot be imported: %s", key, exc)

@@ -982,3 +982,28 @@ def make_s3_client(settings: Settings) -> S3Client:
             signature_version="s3v4",
         ),
     )
+
+
+# An unreadable importer file is moved under this prefix of its own bucket (issue #13).
+QUARANTINE_PREFIX = "quarantine/"
+
+
+def quarantine_key(key: str) -> str:
+    """Where an unreadable file goes in its bucket: `quarantine/` + its full original key."""
+    return QUARANTINE_PREFIX + key
+
+
+def copy_to_quarantine(client: S3Client, bucket: str, key: str, reason: dict[str, Any]) -> str:
+    """Copy `key` to `quarantine/<key>` and write `quarantine/<key>.reason.json` beside it;
+    returns the quarantine key. The original stays: the caller deletes it once the database
+    recorded the quarantine, so a run that dies half-way repeats this harmlessly. S3 errors
+    (botocore's) are the caller's to translate."""
+    dest = quarantine_key(key)
+    client.copy_object(Bucket=bucket, Key=dest, CopySource={"Bucket": bucket, "Key": key})
+    client.put_object(
+        Bucket=bucket,
+        Key=dest + ".reason.json",
+        Body=json.dumps(reason, indent=2, sort_keys=True, default=str).encode(),
+        ContentType="application/json",
+    )
+    return dest

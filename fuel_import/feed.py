@@ -10,7 +10,6 @@ error (`raise ... from exc`).
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -19,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from fuel_import.parse import FileParseError, FuelImportError
+from ts_shared import copy_to_quarantine, quarantine_key
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -84,14 +84,6 @@ def listing_start(prefix: str, watermark: str | None, lookback_hours: int) -> st
     return prefix + (hour - timedelta(hours=lookback_hours)).strftime("%Y-%m-%dT%H")
 
 
-QUARANTINE_DIR = "quarantine/"
-
-
-def quarantine_key(key: str) -> str:
-    """Where an unreadable file goes in its bucket: `quarantine/<key>`."""
-    return QUARANTINE_DIR + key
-
-
 def quarantine_copy(
     s3: Callable[[], S3Client], bucket: str, key: str, reason: dict[str, Any]
 ) -> str:
@@ -100,14 +92,7 @@ def quarantine_copy(
     `FileParseError` when S3 refuses (the file then holds the watermark)."""
     target = quarantine_key(key)
     try:
-        client = s3()
-        client.copy_object(Bucket=bucket, Key=target, CopySource={"Bucket": bucket, "Key": key})
-        client.put_object(
-            Bucket=bucket,
-            Key=target + ".reason.json",
-            Body=json.dumps(reason, indent=2, default=str).encode(),
-            ContentType="application/json",
-        )
+        copy_to_quarantine(s3(), bucket, key, reason)
     except Exception as exc:  # botocore: any failure means "not quarantined"
         raise FileParseError(f"{key}: cannot move to {target}: {exc}") from exc
     return target

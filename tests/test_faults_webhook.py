@@ -25,13 +25,13 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from run_migrations import migrate
 from tests import push_factories as f
 from tests.conftest import test_settings
 from tests.pgcluster import LocalCluster, free_port
+from tests.servers import serve_in_thread
 from ts_shared import Settings, utcnow
 from webhook.spool import Spool
 from webhook.store import Delivery
@@ -72,19 +72,6 @@ def _settings(url: str, spool: Path) -> Settings:
         db_pool_max_size=4,
         log_level="INFO",
     )
-
-
-def _serve(app: object, port: int) -> tuple[uvicorn.Server, threading.Thread]:
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")  # type: ignore[arg-type]
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    return server, thread
 
 
 def _health(port: int) -> dict[str, Any]:
@@ -140,7 +127,7 @@ def test_crash_with_role_synchronous_commit_off_loses_no_acknowledged_item(
         assert conn.execute("SHOW synchronous_commit").fetchone() == ("off",)
     settings = _settings(url, tmp_path / "spool")
     port = free_port()
-    server, thread = _serve(create_app(settings), port)
+    server, thread = serve_in_thread(create_app(settings), port)
 
     acked: list[tuple[str, str]] = []  # (imei, gpsTime) of every item acknowledged with 200
     replies: dict[int, int] = {}
@@ -215,7 +202,7 @@ def test_replay_drains_in_order_without_duplicates_and_ends_spool_mode_promptly(
     url = _faults_db(cluster)
     settings = _settings(url, tmp_path / "spool")
     port = free_port()
-    server, thread = _serve(create_app(settings), port)
+    server, thread = serve_in_thread(create_app(settings), port)
     imei = f.IMEIS[0]
     posted: list[str] = []  # gpsTime of the first item of each distinct delivery, post order
     n_items = 0

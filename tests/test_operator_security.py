@@ -20,7 +20,6 @@ import json
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -34,7 +33,6 @@ from typing import Any
 
 import psycopg
 import pytest
-import uvicorn
 from websockets.sync.client import ClientConnection, connect
 
 from dashboard_api import create_app
@@ -48,6 +46,7 @@ from tests.conftest import (
 )
 from tests.factories import add_device, add_ingestion_log, add_live_position, db_now
 from tests.pgcluster import free_port
+from tests.servers import serve_in_thread
 
 OUTPUT = ROOT / "test-output"
 API_KEY = "op-key-7f3a91c2d4"
@@ -316,15 +315,7 @@ def database(pg_admin_url: str, engine_templates: dict[str, str]) -> Iterator[st
 def _serve(database: str, **overrides: Any) -> Iterator[str]:
     settings = test_settings(database, vtrips_refresh_interval_s=0, **overrides)
     port = free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.02)
+    server, thread = serve_in_thread(create_app(settings), port)
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(20)

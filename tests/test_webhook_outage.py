@@ -16,12 +16,12 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-import uvicorn
 
 from run_migrations import migrate
 from tests import push_factories as f
 from tests.conftest import test_settings
 from tests.pgcluster import LocalCluster, free_port
+from tests.servers import serve_in_thread
 from webhook.spool import Spool, SpoolError
 from webhook_receiver import create_app
 
@@ -43,19 +43,6 @@ def cluster() -> Iterator[LocalCluster]:
         c.stop(remove=True)
 
 
-def _serve(app: object, port: int) -> tuple[uvicorn.Server, threading.Thread]:
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")  # type: ignore[arg-type]
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    return server, thread
-
-
 def test_database_crash_and_restart_loses_nothing_acknowledged(
     cluster: LocalCluster, tmp_path: Path
 ) -> None:
@@ -71,7 +58,7 @@ def test_database_crash_and_restart_loses_nothing_acknowledged(
         log_level="INFO",
     )
     port = free_port()
-    server, thread = _serve(create_app(settings), port)
+    server, thread = serve_in_thread(create_app(settings), port)
 
     acked: list[tuple[str, str]] = []  # (imei, gpsTime) of acknowledged items
     acked_deliveries = 0

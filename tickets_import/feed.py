@@ -8,19 +8,18 @@ be listed. All wrap the botocore error (`raise ... from exc`).
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ts_shared import QUARANTINE_PREFIX, copy_to_quarantine, quarantine_key
+
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 log = logging.getLogger(__name__)
-
-QUARANTINE_PREFIX = "quarantine/"
 
 
 class FeedError(Exception):
@@ -95,24 +94,13 @@ def archive(s3: S3Client, bucket: str, key: str, prefix: str, processed_prefix: 
     return dest
 
 
-def quarantine_key(key: str) -> str:
-    """Where an unreadable file goes: `quarantine/` + its full original key."""
-    return QUARANTINE_PREFIX + key
-
-
 def quarantine(s3: S3Client, bucket: str, key: str, reason: dict[str, object]) -> str:
     """Copy an unreadable file to `quarantine/<key>` and write `quarantine/<key>.reason.json`
     beside it. The original stays until `delete` (called once the database recorded the
     quarantine); re-running after a partial failure is harmless."""
     dest = quarantine_key(key)
     try:
-        s3.copy_object(Bucket=bucket, Key=dest, CopySource={"Bucket": bucket, "Key": key})
-        s3.put_object(
-            Bucket=bucket,
-            Key=dest + ".reason.json",
-            Body=json.dumps(reason, indent=2, sort_keys=True).encode(),
-            ContentType="application/json",
-        )
+        copy_to_quarantine(s3, bucket, key, reason)
     except (BotoCoreError, ClientError) as exc:
         raise FeedArchiveError(f"cannot quarantine s3://{bucket}/{key} -> {dest}: {exc}") from exc
     log.info("s3 quarantined %s -> %s", key, dest)
