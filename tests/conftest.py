@@ -155,6 +155,14 @@ def url_for(admin_url: str, dbname: str) -> str:
     return psycopg.conninfo.make_conninfo("", **{k: v for k, v in info.items() if v is not None})
 
 
+def with_password(url: str, password: str) -> str:
+    """The same URL with a password (the test server trusts every local login, so it is
+    accepted and ignored: tests use it to check a password never reaches a log or a table)."""
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    info["password"] = password
+    return psycopg.conninfo.make_conninfo("", **{k: v for k, v in info.items() if v is not None})
+
+
 def engine_of(database_url: str) -> str:
     """The engine a database of this session was created for (the production one if unknown)."""
     name = psycopg.conninfo.conninfo_to_dict(database_url).get("dbname")

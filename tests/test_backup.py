@@ -42,6 +42,7 @@ from tests.conftest import (
     engine_of,
     test_settings,
     url_for,
+    with_password,
 )
 from tests.factories import without_clock
 from ts_shared import Settings, make_s3_client
@@ -336,13 +337,6 @@ def bucket_keys(settings: Settings) -> list[str]:
 def open_uploads(settings: Settings) -> list[Any]:
     s3 = make_s3_client(settings)
     return list(s3.list_multipart_uploads(Bucket=settings.backup_bucket).get("Uploads", []))
-
-
-def with_password(url: str, password: str) -> str:
-    """The same URL with a password (the test server trusts every local login)."""
-    info = psycopg.conninfo.conninfo_to_dict(url)
-    info["password"] = password
-    return psycopg.conninfo.make_conninfo("", **{k: v for k, v in info.items() if v is not None})
 
 
 def for_db(settings: Settings, url: str, **overrides: Any) -> Settings:

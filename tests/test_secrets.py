@@ -28,15 +28,8 @@ import pytest
 from psycopg import sql
 
 from tests import push_factories as pf
-from tests.conftest import ROOT, engine_of
+from tests.conftest import ROOT, engine_of, with_password
 from tests.pgcluster import free_port
-
-
-def _with_password(url: str, password: str) -> str:
-    """The same URL with a password (the test server trusts every local login)."""
-    info = psycopg.conninfo.conninfo_to_dict(url)
-    info["password"] = password
-    return psycopg.conninfo.make_conninfo("", **{k: v for k, v in info.items() if v is not None})
 
 
 class App:
@@ -90,7 +83,7 @@ def apps(db_url: str, secrets: dict[str, str], tmp_path: Path) -> Iterator[dict[
     spool = tmp_path / "spool"
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "DATABASE_URL": _with_password(db_url, secrets["db password"]),
+        "DATABASE_URL": with_password(db_url, secrets["db password"]),
         "USE_TIMESCALEDB": "on" if engine_of(db_url) == "timescaledb" else "off",
         "JIMI_PUSH_TOKEN": secrets["push token"],
         "DASHBOARD_API_KEYS": secrets["api key"],
