@@ -47,7 +47,7 @@ def windows(start: datetime, stop: datetime, step: timedelta) -> list[tuple[date
 def select_sql(plan: TablePlan, where: sql.Composable | None = None) -> sql.Composed:
     """Old side: the mapped columns cast to the new types, then the unmapped ones as JSONB."""
     cols: list[sql.Composable] = [
-        sql.SQL("{}::{}").format(sql.Identifier(c.name), sql.SQL(c.sql_type)) for c in plan.copy
+        sql.SQL("({})::{}").format(plan.old_expr(c.name), sql.SQL(c.sql_type)) for c in plan.copy
     ]
     if plan.extra:
         pairs = sql.SQL(", ").join(
@@ -176,7 +176,7 @@ def copy_table(
             if on_batch:
                 on_batch(plan.name, None, total)
             return total
-        t = sql.Identifier(plan.time_column)
+        t = plan.old_expr(plan.time_column)
         bounds = old.execute(
             sql.SQL("SELECT min({t}), max({t}) FROM {i}").format(
                 t=t, i=sql.Identifier(SCHEMA, plan.name)

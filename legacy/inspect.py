@@ -13,6 +13,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from legacy.rules import NUMERIC, norm, rules_for
+
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 SCHEMA = "tracksolid"
@@ -60,6 +62,15 @@ class TablePlan:
     key: tuple[str, ...]
     time_column: str | None  # history tables are copied in time-ordered batches
     problem: str | None = None  # set when the table cannot be copied at all
+    # (new column, old column, SQL over the old column, why) where the names or units differ
+    sources: tuple[tuple[str, str, str, str], ...] = ()
+
+    def old_expr(self, name: str) -> sql.Composable:
+        """The old-side SQL for new column `name` (its namesake unless a rule renamed it)."""
+        for new, old, expr, _ in self.sources:
+            if new == name:
+                return sql.SQL(expr).format(sql.Identifier(old))
+        return sql.Identifier(name)
 
 
 @dataclass
@@ -96,19 +107,32 @@ def plan_table(old: Table, new: Table | None) -> TablePlan:
     """Match the columns of one old table with its namesake in the new schema."""
     if new is None:
         return TablePlan(old.name, (), (), (), (), None, "no such table in the new schema")
-    copy: list[Column] = []
+    copy: dict[str, Column] = {}
+    sources: list[tuple[str, str, str, str]] = []
     extra: list[tuple[str, str]] = []
-    for col in old.columns:
+    pending: list[Column] = []
+    for col in old.columns:  # 1. same name
         target = new.column(col.name)
         if target is None:
-            extra.append((col.name, "no such column in the new schema"))
+            pending.append(col)
         elif target.generated:
             extra.append((col.name, "generated/identity in the new schema (recomputed)"))
         elif not compatible(col.type, target.type):
             extra.append((col.name, f"type {col.type} does not convert to {target.type}"))
         else:
-            copy.append(target)
-    names = {c.name for c in copy}
+            copy[target.name] = target
+    for col in pending:  # 2. a known rule, 3. the same name ignoring case and underscores
+        mapped = _by_rule(col, new, copy) or _by_spelling(col, new, copy)
+        if isinstance(mapped, str):
+            extra.append((col.name, mapped))
+        else:
+            into, expr, why = mapped
+            copy[into.name] = into
+            sources.append((into.name, col.name, expr, why))
+    copy = {c.name: c for c in new.columns if c.name in copy}  # the new table's column order
+    position = {c.name: i for i, c in enumerate(old.columns)}
+    extra.sort(key=lambda e: position[e[0]])  # the old table's column order
+    names = set(copy)
     fill = tuple(
         c.name for c in new.columns if c.required and c.name not in names and not c.generated
     )
@@ -126,7 +150,38 @@ def plan_table(old: Table, new: Table | None) -> TablePlan:
         problem = "no natural key in the new schema (duplicates could not be prevented)"
     elif missing_key:
         problem = f"natural key column(s) {', '.join(missing_key)} missing or unconvertible"
-    return TablePlan(old.name, tuple(copy), tuple(extra), fill, key, time_col, problem)
+    return TablePlan(
+        old.name, tuple(copy.values()), tuple(extra), fill, key, time_col, problem, tuple(sources)
+    )
+
+
+Mapped = tuple[Column, str, str] | str  # (target, SQL over the old column, why) or a reason
+
+
+def _by_rule(col: Column, new: Table, taken: dict[str, Column]) -> Mapped | None:
+    for rule in rules_for(new.name):
+        if norm(col.name) not in rule.old or (target := new.column(rule.new)) is None:
+            continue
+        if target.name in taken:
+            return f"{rule.why}; {target.name} is already filled from another old column"
+        if rule.numeric and col.type not in NUMERIC:
+            return f"rule for {target.name} needs a number, the old column is {col.type}"
+        if rule.expr == "{}" and not compatible(col.type, target.type):
+            return f"type {col.type} does not convert to {target.type}"
+        return target, rule.expr, rule.why
+    return None
+
+
+def _by_spelling(col: Column, new: Table, taken: dict[str, Column]) -> Mapped:
+    same = [c for c in new.columns if norm(c.name) == norm(col.name)]
+    if len(same) != 1:
+        return "no such column in the new schema"
+    target = same[0]
+    if target.name in taken or target.generated:
+        return f"{target.name} is already filled (or generated) in the new schema"
+    if not compatible(col.type, target.type):
+        return f"type {col.type} does not convert to {target.type}"
+    return target, "{}", "same name ignoring case and underscores"
 
 
 def order_plans(plans: list[TablePlan]) -> list[TablePlan]:
@@ -219,18 +274,18 @@ def inspect(old: Conn, new_catalog: dict[str, Table]) -> Inspection:
     result = Inspection(schemas, old_tables, new_catalog, order_plans(plans), skipped)
     for q, table in old_tables.items():
         match = next((p for p in plans if f"{SCHEMA}.{p.name}" == q), None)
-        result.stats[q] = table_stats(old, table, match.time_column if match else None)
+        when = match.old_expr(match.time_column) if match and match.time_column else None
+        result.stats[q] = table_stats(old, table, when)
     return result
 
 
-def table_stats(conn: Conn, table: Table, time_col: str | None) -> Stats:
-    """Row count (and time range when `time_col` is given) of one table."""
+def table_stats(conn: Conn, table: Table, when: sql.Composable | None) -> Stats:
+    """Row count (and time range of the expression `when`, if given) of one table."""
     ident = sql.Identifier(table.schema, table.name)
-    if time_col is None:
+    if when is None:
         row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(ident)).fetchone()
         return Stats(int(row[0]) if row else 0)
-    t = sql.Identifier(time_col)
-    query = sql.SQL("SELECT count(*), min({t}), max({t}) FROM {i}").format(t=t, i=ident)
+    query = sql.SQL("SELECT count(*), min({t}), max({t}) FROM {i}").format(t=when, i=ident)
     row = conn.execute(query).fetchone()
     return Stats(int(row[0]), row[1], row[2]) if row else Stats(0)
 
@@ -250,6 +305,9 @@ def render_report(ins: Inspection) -> str:
             f"  {SCHEMA}.{p.name} -> {SCHEMA}.{p.name} ({how}, key {', '.join(p.key)}): "
             f"{len(p.copy)} columns"
         )
+        for new, old, expr, why in p.sources:
+            how_expr = "" if expr == "{}" else f" as {expr.format(old)}"
+            out.append(f"      RENAMED {p.name}.{old} -> {new}{how_expr}: {why}")
         for name, reason in p.extra:
             out.append(f"      UNMAPPED {p.name}.{name}: {reason} -> kept in legacy_extra")
         for name in p.fill:

@@ -27,12 +27,13 @@ class Check:
         )
 
 
-def _stats(conn: Conn, plan: TablePlan, until: datetime | None) -> Stats:
+def _stats(conn: Conn, plan: TablePlan, until: datetime | None, *, old: bool) -> Stats:
+    """Count and time range up to `until`; `old` reads the old side's (possibly renamed) column."""
     ident = sql.Identifier(SCHEMA, plan.name)
     if plan.time_column is None:
         row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(ident)).fetchone()
         return Stats(int(row[0]) if row else 0)
-    t = sql.Identifier(plan.time_column)
+    t = plan.old_expr(plan.time_column) if old else sql.Identifier(plan.time_column)
     query = sql.SQL("SELECT count(*), min({t}), max({t}) FROM {i} WHERE {t} < %s").format(
         t=t, i=ident
     )
@@ -45,7 +46,14 @@ def verify(old: Conn, new: Conn, plans: list[TablePlan]) -> list[Check]:
     checks: list[Check] = []
     for plan in plans:
         until = copied_until(new, plan.name) if plan.time_column else None
-        checks.append(Check(plan.name, _stats(old, plan, until), _stats(new, plan, until), until))
+        checks.append(
+            Check(
+                plan.name,
+                _stats(old, plan, until, old=True),
+                _stats(new, plan, until, old=False),
+                until,
+            )
+        )
     return checks
 
 

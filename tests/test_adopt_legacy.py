@@ -23,7 +23,7 @@ from psycopg import sql
 import adopt_legacy
 from dashboard_api import create_app
 from legacy.copy import open_old
-from legacy.inspect import Column, Table, compatible, plan_table, read_catalog
+from legacy.inspect import Column, Table, TablePlan, compatible, plan_table, read_catalog
 from tests.conftest import (
     TIMESCALEDB,
     available_engines,
@@ -64,12 +64,12 @@ CREATE TABLE tracksolid.trips (
     UNIQUE (imei, start_time));
 CREATE TABLE tracksolid.parking_events (
     imei text NOT NULL, start_time timestamptz NOT NULL, end_time timestamptz,
-    duration_s integer, acc_on boolean NOT NULL, lat double precision, lng double precision,
+    "durSecond" integer, acc_on boolean NOT NULL, lat double precision, lng double precision,
     address text, PRIMARY KEY (imei, start_time, acc_on));
 CREATE TABLE tracksolid.alarms (
-    alarm_id serial PRIMARY KEY, imei text NOT NULL, alarm_time timestamptz NOT NULL,
-    alarm_type text NOT NULL, alarm_name text, lat double precision, lng double precision,
-    source text NOT NULL, UNIQUE (imei, alarm_time, alarm_type));
+    alarm_id serial PRIMARY KEY, imei text NOT NULL, alert_time timestamptz NOT NULL,
+    alarm_type text NOT NULL, alarm_type_name text, lat double precision, lng double precision,
+    source text NOT NULL, UNIQUE (imei, alert_time, alarm_type));
 CREATE TABLE tracksolid.api_token_cache (
     cache_key text PRIMARY KEY, access_token text NOT NULL, refresh_token text,
     expires_at timestamptz NOT NULL, obtained_at timestamptz NOT NULL DEFAULT now());
@@ -117,7 +117,7 @@ def _seed(conn: psycopg.Connection[Any]) -> None:
                 (imei, start, start + timedelta(minutes=40)),
             )
             conn.execute(
-                "INSERT INTO tracksolid.alarms (imei, alarm_time, alarm_type, alarm_name, lat,"
+                "INSERT INTO tracksolid.alarms (imei, alert_time, alarm_type, alarm_type_name, lat,"
                 " lng, source) VALUES (%s, %s, 'overspeed', 'Overspeed', -1.28, 36.82, 'poll')",
                 (imei, start + timedelta(minutes=10)),
             )
@@ -126,6 +126,17 @@ def _seed(conn: psycopg.Connection[Any]) -> None:
                 " 36.85, 'Depot')",
                 (imei, start + timedelta(minutes=41), start + timedelta(minutes=51)),
             )
+    if TIMESCALEDB in available_engines():
+        # Production compresses history: the copy must read compressed chunks as they are.
+        conn.execute("SELECT _timescaledb_functions.stop_background_workers()")
+        conn.execute(
+            "ALTER TABLE tracksolid.position_history SET (timescaledb.compress,"
+            " timescaledb.compress_segmentby = 'imei')"
+        )
+        conn.execute(
+            "SELECT compress_chunk(c) FROM show_chunks('tracksolid.position_history',"
+            " older_than => interval '2 days') c"
+        )
 
 
 @pytest.fixture
@@ -160,21 +171,34 @@ def checksum(url: str) -> dict[str, str]:
     return out
 
 
-def rows(url: str, table: str, columns: list[str]) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url) as conn:
-        cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
-        query = sql.SQL("SELECT {c} FROM {t} ORDER BY {c}").format(
-            c=cols, t=sql.Identifier("tracksolid", table)
+def table_plan(old_url: str, new_url: str, table: str) -> TablePlan:
+    with psycopg.connect(old_url) as old, psycopg.connect(new_url) as new:
+        return plan_table(
+            read_catalog(old)[f"tracksolid.{table}"], read_catalog(new)[f"tracksolid.{table}"]
         )
-        return conn.execute(query).fetchall()
+
+
+def same_rows(old_url: str, new_url: str, table: str) -> tuple[list[Any], list[Any]]:
+    """The mapped columns of every row, old side (renames and units applied) and new side."""
+    plan = table_plan(old_url, new_url, table)
+    old_cols = [
+        sql.SQL("({})::{}").format(plan.old_expr(c.name), sql.SQL(c.sql_type)) for c in plan.copy
+    ]
+    new_cols = [sql.Identifier(c.name) for c in plan.copy]
+    out = []
+    for url, cols in ((old_url, old_cols), (new_url, new_cols)):
+        order = sql.SQL(", ").join(sql.Literal(i + 1) for i in range(len(cols)))
+        query = sql.SQL("SELECT {c} FROM {t} ORDER BY {o}").format(
+            c=sql.SQL(", ").join(cols), t=sql.Identifier("tracksolid", table), o=order
+        )
+        with psycopg.connect(url) as conn:
+            out.append(conn.execute(query).fetchall())
+    assert out[0], f"{table}: no rows to compare"
+    return out[0], out[1]
 
 
 def mapped_columns(old_url: str, new_url: str, table: str) -> list[str]:
-    with psycopg.connect(old_url) as old, psycopg.connect(new_url) as new:
-        plan = plan_table(
-            read_catalog(old)[f"tracksolid.{table}"], read_catalog(new)[f"tracksolid.{table}"]
-        )
-    return [c.name for c in plan.copy]
+    return [c.name for c in table_plan(old_url, new_url, table).copy]
 
 
 # ── Pure parts ────────────────────────────────────────────────────────────────────────────
@@ -232,6 +256,50 @@ def test_plan_table_matches_by_name_and_reports_the_rest() -> None:
     assert plan_table(old, None).problem == "no such table in the new schema"
 
 
+def test_known_renames_and_units_apply_only_where_needed() -> None:
+    ts = "timestamp with time zone"
+    new = Table(
+        "tracksolid",
+        "trips",
+        (
+            Column("imei", "text", "text", required=True),
+            Column("start_time", ts, ts, required=True),
+            Column("distance_km", "numeric", "numeric(10,3)"),
+            Column("driving_time_s", "integer", "integer"),
+            Column("source", "text", "text", required=True),
+        ),
+        key=("imei", "start_time"),
+    )
+    metres = Table(
+        "tracksolid",
+        "trips",
+        (
+            Column("IMEI", "text", "text"),  # spelling only
+            Column("startTime", ts, ts),
+            Column("distance", "integer", "integer"),  # FIX-M16: metres
+            Column("runTimeSecond", "integer", "integer"),
+        ),
+    )
+    plan = plan_table(metres, new)
+    assert plan.problem is None and plan.extra == ()
+    assert {(n, o, e) for n, o, e, _ in plan.sources} == {
+        ("imei", "IMEI", "{}"),
+        ("start_time", "startTime", "{}"),
+        ("distance_km", "distance", "{}::numeric / 1000"),
+        ("driving_time_s", "runTimeSecond", "{}"),
+    }
+    assert plan.time_column == "start_time"
+    # Already in km under the new name: the metres column is not divided into it twice.
+    both = Table("tracksolid", "trips", (*metres.columns, Column("distance_km", "numeric", "n")))
+    plan = plan_table(both, new)
+    assert [n for n, *_ in plan.sources if n == "distance_km"] == []
+    assert [name for name, _ in plan.extra] == ["distance"]
+    # A text "distance" is no number of metres: reported, not guessed.
+    text = Table("tracksolid", "trips", (metres.columns[0], metres.columns[1],
+                                         Column("distance", "text", "text")))  # fmt: skip
+    assert "needs a number" in plan_table(text, new).extra[0][1]
+
+
 # ── Against real databases ────────────────────────────────────────────────────────────────
 
 
@@ -240,8 +308,8 @@ def test_dry_run_reports_and_writes_nothing(
 ) -> None:
     before = checksum(old_url)
     code = adopt_legacy.main(["--from", old_url, "--to", db_url], test_settings(db_url))
-    out = capsys.readouterr().out
-    assert code == 0, out
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
     assert "UNMAPPED devices.sim_iccid_legacy: no such column in the new schema" in out
     assert f"tracksolid.position_history: {len(DEVICES) * DAYS * 24 * 20} rows" in out
     assert f"tracksolid.trips: {len(DEVICES) * DAYS} rows" in out
@@ -249,6 +317,9 @@ def test_dry_run_reports_and_writes_nothing(
     assert "tracksolid.schema_migrations: migration ledger" in out
     assert "Dry run: nothing was written" in out
     assert "spatial_ref_sys" not in out  # PostGIS's own table is no client data
+    assert "RENAMED parking_events.durSecond -> duration_s" in out  # FIX-M13
+    assert "RENAMED alarms.alert_time -> alarm_time" in out  # FIX-E06
+    assert "RENAMED alarms.alarm_type_name -> alarm_name" in out
     assert checksum(old_url) == before
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT count(*) FROM tracksolid.devices").fetchone() == (0,)
@@ -264,8 +335,8 @@ def test_apply_copies_verifies_and_leaves_the_old_database_untouched(
 ) -> None:
     before = checksum(old_url)
     code = adopt_legacy.main(["--from", old_url, "--to", db_url, "--apply"], test_settings(db_url))
-    out = capsys.readouterr().out
-    assert code == 0, out
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
     assert "All tables verified." in out and "MISMATCH" not in out
     for table in (
         "devices",
@@ -275,9 +346,15 @@ def test_apply_copies_verifies_and_leaves_the_old_database_untouched(
         "parking_events",
         "api_token_cache",
     ):
-        columns = mapped_columns(old_url, db_url, table)
-        assert rows(old_url, table, columns) == rows(db_url, table, columns), table
+        old_rows, new_rows = same_rows(old_url, db_url, table)
+        assert old_rows == new_rows, table
     assert "vehicle_number" in mapped_columns(old_url, db_url, "devices")
+    with psycopg.connect(db_url) as conn:
+        renamed = conn.execute(
+            "SELECT (SELECT array_agg(DISTINCT duration_s) FROM tracksolid.parking_events),"
+            " (SELECT array_agg(DISTINCT alarm_name) FROM tracksolid.alarms)"
+        ).fetchone()
+        assert renamed == ([600], ["Overspeed"])
     with psycopg.connect(db_url) as conn:
         extra: dict[str, Any] = dict(
             conn.execute(
@@ -349,8 +426,8 @@ def test_killed_run_resumes_without_gap_or_duplicate_and_catches_up(
     assert partial == expected and partial != (0,)
 
     assert adopt_legacy.apply(old_url, db_url, settings, step=timedelta(hours=12)) == 0
-    columns = mapped_columns(old_url, db_url, "position_history")
-    assert rows(old_url, "position_history", columns) == rows(db_url, "position_history", columns)
+    old_rows, new_rows = same_rows(old_url, db_url, "position_history")
+    assert old_rows == new_rows
 
     # The old pollers wrote on meanwhile: a second run is the catch-up pass.
     with psycopg.connect(old_url, autocommit=True) as conn:
@@ -362,7 +439,8 @@ def test_killed_run_resumes_without_gap_or_duplicate_and_catches_up(
     capsys.readouterr()
     assert adopt_legacy.apply(old_url, db_url, settings) == 0
     assert "copied tracksolid.position_history: 1 new rows" in capsys.readouterr().out
-    assert rows(old_url, "position_history", columns) == rows(db_url, "position_history", columns)
+    old_rows, new_rows = same_rows(old_url, db_url, "position_history")
+    assert old_rows == new_rows
 
 
 def test_late_rows_are_caught_by_verification_and_by_a_rewound_pass(
@@ -382,5 +460,5 @@ def test_late_rows_are_caught_by_verification_and_by_a_rewound_pass(
     assert "MISMATCH position_history: rows 5761 | 5760" in capsys.readouterr().out
     argv = ["--from", old_url, "--to", db_url, "--apply", "--rewind-hours", "48"]
     assert adopt_legacy.main(argv, settings) == 0
-    columns = mapped_columns(old_url, db_url, "position_history")
-    assert rows(old_url, "position_history", columns) == rows(db_url, "position_history", columns)
+    old_rows, new_rows = same_rows(old_url, db_url, "position_history")
+    assert old_rows == new_rows
