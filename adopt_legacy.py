@@ -18,16 +18,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import secrets
 import sys
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import psycopg
+from psycopg import sql
 from pydantic import SecretStr
 
 from ingest.jobs import refresh_daily_rollup
 from legacy.copy import BatchHook, CopyError, copy_table, open_old
-from legacy.inspect import SCHEMA, Inspection, inspect, read_catalog, render_report
+from legacy.inspect import SCHEMA, Inspection, Table, inspect, read_catalog, render_report
+from legacy.progress import Progress
 from legacy.verify import render, verify
 from run_migrations import MigrationError, migrate
 from ts_shared import Settings, describe_dsn, setup_logging
@@ -39,10 +42,38 @@ def _out(text: str) -> None:
     sys.stdout.write(text + "\n")
 
 
-def _inspect(old_url: str, new_url: str) -> Inspection:
+def _inspect(old_url: str, new_url: str, catalog: dict[str, Table] | None = None) -> Inspection:
     """Introspect both sides and plan; the new side is only read."""
     with open_old(old_url) as old, psycopg.connect(new_url, autocommit=True) as new:
-        return inspect(old, read_catalog(new))
+        return inspect(old, catalog if catalog is not None else read_catalog(new))
+
+
+def _has_schema(new_url: str) -> bool:
+    with psycopg.connect(new_url, autocommit=True) as new:
+        row = new.execute("SELECT to_regnamespace(%s) IS NOT NULL", (SCHEMA,)).fetchone()
+        return bool(row and row[0])
+
+
+def scratch_catalog(new_url: str, settings: Settings) -> dict[str, Table] | None:
+    """The current schema's catalog, built in a scratch database beside the (empty) target and
+    dropped at once, so a dry run can plan column by column before anything is created.
+
+    None when this role may not create databases (the report then says how to plan)."""
+    name = f"adopt_plan_{secrets.token_hex(4)}"
+    scratch = psycopg.conninfo.make_conninfo(new_url, dbname=name)
+    with psycopg.connect(new_url, autocommit=True) as admin:
+        try:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        except psycopg.errors.InsufficientPrivilege:
+            return None
+        try:
+            migrate(scratch, settings.model_copy(update={"database_url": SecretStr(scratch)}))
+            with psycopg.connect(scratch, autocommit=True) as conn:
+                return read_catalog(conn)
+        finally:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
 
 
 def apply(
@@ -63,10 +94,30 @@ def apply(
     log.info("target schema: %d applied, %d up to date", len(report.applied), report.unchanged)
     ins = _inspect(old_url, new_url)
     _out(render_report(ins))
+    progress = Progress(
+        {
+            p.name: (st.tmin, st.tmax)
+            for p in ins.plans
+            if (st := ins.stats.get(f"{SCHEMA}.{p.name}")) and st.tmin and st.tmax
+        }
+    )
+
+    def each_batch(table: str, until: datetime | None, rows: int) -> None:
+        progress(table, until, rows)
+        if on_batch:
+            on_batch(table, until, rows)
+
     with open_old(old_url) as old, psycopg.connect(new_url, autocommit=True) as new:
         for plan in ins.plans:
-            rows = copy_table(old, new, plan, step=step, rewind=rewind, on_batch=on_batch)
+            rows = copy_table(old, new, plan, step=step, rewind=rewind, on_batch=each_batch)
             _out(f"copied {SCHEMA}.{plan.name}: {rows} new rows")
+        # Catch-up: what the old pollers wrote while the first pass ran (the runbook stops
+        # them first; this pass makes a copy taken while they still run complete up to now).
+        for plan in ins.plans:
+            if plan.time_column is not None:
+                rows = copy_table(old, new, plan, step=step, on_batch=on_batch)
+                if rows:
+                    _out(f"catch-up {SCHEMA}.{plan.name}: {rows} new rows")
         checks = verify(old, new, ins.plans)
         # The read side: the trips matview and the daily roll-up do not see a bulk copy
         # until refreshed (the app's refresher would, minutes later).
@@ -78,6 +129,26 @@ def apply(
         _out(f"MISMATCH in {', '.join(bad)}: the target is not a faithful copy")
         return 1
     _out("All tables verified.")
+    return 0
+
+
+def dry_run(old_url: str, new_url: str, settings: Settings) -> int:
+    """Inspect, plan and report; writes nothing to either database (a scratch database on the
+    target's server may come and go, see `scratch_catalog`)."""
+    catalog = None
+    if not _has_schema(new_url):
+        catalog = scratch_catalog(new_url, settings)
+        if catalog is None:
+            _out(
+                "Target is empty and this role may not create a scratch database to plan"
+                " against: the plan below lists tables only. Run run_migrations.py on the"
+                " target first (or --apply, which builds the schema) for column-level detail."
+            )
+        else:
+            _out("Target is empty: planned against the current schema (built in a scratch"
+                 " database, dropped again); --apply builds it in the target.")  # fmt: skip
+    _out(render_report(_inspect(old_url, new_url, catalog)))
+    _out("Dry run: nothing was written. Add --apply to copy.")
     return 0
 
 
@@ -106,12 +177,7 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
         return 2
     try:
         if not args.apply:
-            ins = _inspect(args.old_url, args.new_url)
-            _out(render_report(ins))
-            if not any(t.schema == SCHEMA for t in ins.new.values()):
-                _out("Target has no tracksolid schema yet: --apply builds it, then copies.")
-            _out("Dry run: nothing was written. Add --apply to copy.")
-            return 0
+            return dry_run(args.old_url, args.new_url, settings)
         return apply(
             args.old_url,
             args.new_url,

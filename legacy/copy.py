@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import psycopg
@@ -29,6 +30,23 @@ STAGE = "legacy_stage"
 BatchHook = Callable[[str, datetime | None, int], None]
 
 
+@dataclass(frozen=True)
+class Window:
+    """One history batch [a, b) as a condition on each side (the old column may be renamed)."""
+
+    old: sql.Composable
+    new: sql.Composable
+
+    @classmethod
+    def of(cls, plan: TablePlan, a: datetime, b: datetime) -> Window:
+        assert plan.time_column is not None
+        cond = sql.SQL("{t} >= {a} AND {t} < {b}")
+        return cls(
+            cond.format(t=plan.old_expr(plan.time_column), a=sql.Literal(a), b=sql.Literal(b)),
+            cond.format(t=sql.Identifier(plan.time_column), a=sql.Literal(a), b=sql.Literal(b)),
+        )
+
+
 class CopyError(Exception):
     """A table could not be copied (the message names it)."""
 
@@ -44,12 +62,17 @@ def windows(start: datetime, stop: datetime, step: timedelta) -> list[tuple[date
     return out
 
 
-def select_sql(plan: TablePlan, where: sql.Composable | None = None) -> sql.Composed:
-    """Old side: the mapped columns cast to the new types, then the unmapped ones as JSONB."""
+def select_sql(
+    plan: TablePlan, where: sql.Composable | None = None, *, extra: bool = True
+) -> sql.Composed:
+    """Old side: the mapped columns cast to the new types, then (with `extra`) the unmapped
+    ones as one JSONB value."""
     cols: list[sql.Composable] = [
         sql.SQL("({})::{}").format(plan.old_expr(c.name), sql.SQL(c.sql_type)) for c in plan.copy
     ]
-    if plan.extra:
+    if not extra:
+        pass
+    elif plan.extra:
         pairs = sql.SQL(", ").join(
             sql.SQL("{}, {}").format(sql.Literal(name), sql.Identifier(name))
             for name, _ in plan.extra
@@ -126,14 +149,57 @@ def copied_until(new: Conn, table: str) -> datetime | None:
     return row[0] if row else None
 
 
-def _batch(old: Conn, new: Conn, plan: TablePlan, where: sql.Composable | None) -> int:
-    """Stage one batch and insert it; the caller commits. Returns the rows inserted."""
+def _stream(old: Conn, new: Conn, select: sql.Composable, into: sql.Composable) -> int:
+    """One binary COPY from the old database into `into` (a table and column list) of the new;
+    returns the rows written."""
+    copy_out = sql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(select)
+    copy_in = sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(into)
+    with old.cursor() as out_cur, new.cursor() as in_cur:
+        with out_cur.copy(copy_out) as src, in_cur.copy(copy_in) as dst:
+            for data in src:
+                dst.write(data)
+        return max(in_cur.rowcount, 0)
+
+
+def _window_empty(new: Conn, plan: TablePlan, where: sql.Composable) -> bool:  # new side
+    """True when the target holds no row of this window yet (first copy, or resumed past it)."""
+    row = new.execute(
+        sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {} WHERE {})").format(
+            sql.Identifier(SCHEMA, plan.name), where
+        )
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def _direct(old: Conn, new: Conn, plan: TablePlan, window: Window) -> int | None:
+    """COPY a window straight into the target table when nothing can conflict; None if not.
+
+    The fast path (about raw COPY speed): taken when the window is empty in the target and
+    every row maps without side values (no legacy_extra, no filled column). Rows duplicated
+    in the old table itself (a table without the natural key as a constraint) raise a unique
+    violation: the savepoint rolls back and the caller stages the window instead.
+    """
+    if plan.extra or plan.fill or not _window_empty(new, plan, window.new):
+        return None
+    into = sql.SQL("{} ({})").format(
+        sql.Identifier(SCHEMA, plan.name),
+        sql.SQL(", ").join(sql.Identifier(c.name) for c in plan.copy),
+    )
+    try:
+        with new.transaction():  # a savepoint inside the batch's transaction
+            return _stream(old, new, select_sql(plan, window.old, extra=False), into)
+    except psycopg.errors.UniqueViolation:
+        log.info("%s: duplicates in the old window, staging it instead", plan.name)
+        return None
+
+
+def _batch(old: Conn, new: Conn, plan: TablePlan, window: Window | None) -> int:
+    """Copy one batch (directly, or staged and inserted); the caller commits. Rows inserted."""
+    if window is not None and (direct := _direct(old, new, plan, window)) is not None:
+        return direct
+    where = window.old if window is not None else None
     new.execute(staging_sql(plan))
-    copy_out = sql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(select_sql(plan, where))
-    copy_in = sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(sql.Identifier(STAGE))
-    with old.cursor().copy(copy_out) as src, new.cursor().copy(copy_in) as dst:
-        for data in src:
-            dst.write(data)
+    _stream(old, new, select_sql(plan, where), sql.Identifier(STAGE))
     inserted = new.execute(insert_sql(plan)).rowcount
     if plan.extra:
         new.execute(extra_sql(plan))
@@ -188,11 +254,8 @@ def copy_table(
         start = max(bounds[0], done - rewind) if done is not None else bounds[0]
         stop = bounds[1] + timedelta(microseconds=1)  # half-open: include the newest row
         for a, b in windows(start, stop, step):
-            where = sql.SQL("{t} >= {a} AND {t} < {b}").format(
-                t=t, a=sql.Literal(a), b=sql.Literal(b)
-            )
             with new.transaction():
-                rows = _batch(old, new, plan, where)
+                rows = _batch(old, new, plan, Window.of(plan, a, b))
                 # never move the mark backwards (a rewound window ends before it)
                 _record(new, plan.name, max(b, done) if done is not None else b, rows)
             total += rows

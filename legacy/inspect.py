@@ -24,6 +24,13 @@ NOT_COPIED = {
     "legacy_extra": "adoption side table",
     "legacy_adoption": "adoption progress table",
 }
+# What becomes of the previous generation's roles (seed 000 §3). Passwords never move: the new
+# stack's roles get theirs from the environment (run_migrations.py).
+ROLES = {
+    "tracksolid_owner": "the app: created by run_migrations.py (TRACKSOLID_OWNER_PASSWORD)",
+    "dashboard_ro": "read-only on reporting: created by run_migrations.py (DASHBOARD_RO_PASSWORD)",
+    "grafana_ro": "legacy, unused by any service: not created (docs/operations.md §10 if needed)",
+}
 # Registry first: its rows are what the history refers to.
 FIRST = ("devices",)
 INT_TYPES = ("smallint", "integer", "bigint")
@@ -88,6 +95,7 @@ class Inspection:
     plans: list[TablePlan]
     skipped: list[tuple[str, str]]  # (qualified old table, reason)
     stats: dict[str, Stats] = field(default_factory=dict)
+    roles: list[tuple[str, bool]] = field(default_factory=list)  # (old role, can log in)
 
 
 def compatible(old: str, new: str) -> bool:
@@ -272,6 +280,13 @@ def inspect(old: Conn, new_catalog: dict[str, Table]) -> Inspection:
             else:
                 plans.append(plan)
     result = Inspection(schemas, old_tables, new_catalog, order_plans(plans), skipped)
+    result.roles = [
+        (r[0], r[1])
+        for r in old.execute(
+            "SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname !~ '^pg_'"
+            " AND NOT rolsuper ORDER BY 1"
+        )
+    ]
     for q, table in old_tables.items():
         match = next((p for p in plans if f"{SCHEMA}.{p.name}" == q), None)
         when = match.old_expr(match.time_column) if match and match.time_column else None
@@ -312,6 +327,10 @@ def render_report(ins: Inspection) -> str:
             out.append(f"      UNMAPPED {p.name}.{name}: {reason} -> kept in legacy_extra")
         for name in p.fill:
             out.append(f"      FILLED {p.name}.{name}: required, absent in old -> 'legacy'")
+    out += ["", "Roles of the old database:"]
+    for name, login in ins.roles:
+        fate = ROLES.get(name, "not created by the new stack (grant it yourself if needed)")
+        out.append(f"  {name}{' (login)' if login else ''}: {fate}")
     out += ["", "Not copied:"]
     out += [f"  {q}: {reason}" for q, reason in ins.skipped] or ["  (nothing)"]
     return "\n".join(out)

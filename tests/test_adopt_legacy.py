@@ -10,6 +10,7 @@ resumed without duplicates or gaps, a catch-up pass, and the read-API answering 
 
 from __future__ import annotations
 
+import io
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,6 +25,7 @@ import adopt_legacy
 from dashboard_api import create_app
 from legacy.copy import open_old
 from legacy.inspect import Column, Table, TablePlan, compatible, plan_table, read_catalog
+from legacy.progress import Progress, render
 from tests.conftest import (
     TIMESCALEDB,
     available_engines,
@@ -84,6 +86,12 @@ INSERT INTO tracksolid.api_token_cache VALUES
 
 def _seed(conn: psycopg.Connection[Any]) -> None:
     conn.execute(OLD_SCHEMA)
+    # The previous generation's legacy read-only role (roles are per cluster: may exist).
+    conn.execute(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'grafana_ro') THEN"
+        " CREATE ROLE grafana_ro LOGIN; END IF; END $$"
+    )
+    conn.execute("GRANT USAGE ON SCHEMA tracksolid TO grafana_ro")
     if TIMESCALEDB in available_engines():
         conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
         conn.execute(
@@ -300,6 +308,24 @@ def test_known_renames_and_units_apply_only_where_needed() -> None:
     assert "needs a number" in plan_table(text, new).extra[0][1]
 
 
+def test_progress_line_and_log_cadence() -> None:
+    assert render("position_history", 0.5, 1_250_000, 12.0) == (
+        "position_history   [##########----------]  50%  1,250,000 rows  104,167 rows/s"
+        "  ETA 0:00:12"
+    )
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    ticks = iter([0.0, 1.0, 6.5, 7.0])
+    log = io.StringIO()  # not a TTY: a line every 5 s and one when the table is done
+    bar = Progress(
+        {"position_history": (t0, t0 + timedelta(days=4))}, log, 5.0, lambda: next(ticks)
+    )
+    for day in (1, 2, 3, 4):
+        bar("position_history", t0 + timedelta(days=day), 1000)
+    lines = log.getvalue().splitlines()
+    assert [line.split("]")[1].split()[0] for line in lines] == ["25%", "75%", "100%"]
+    assert "4,000 rows" in lines[-1]
+
+
 # ── Against real databases ────────────────────────────────────────────────────────────────
 
 
@@ -320,9 +346,33 @@ def test_dry_run_reports_and_writes_nothing(
     assert "RENAMED parking_events.durSecond -> duration_s" in out  # FIX-M13
     assert "RENAMED alarms.alert_time -> alarm_time" in out  # FIX-E06
     assert "RENAMED alarms.alarm_type_name -> alarm_name" in out
+    assert "grafana_ro (login): legacy, unused by any service: not created" in out
     assert checksum(old_url) == before
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT count(*) FROM tracksolid.devices").fetchone() == (0,)
+
+
+def test_dry_run_against_an_empty_target_plans_on_a_scratch_schema(
+    old_url: str, pg_admin_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    name = f"empty_{uuid.uuid4().hex[:10]}"
+    empty = create_database(pg_admin_url, name)
+    try:
+        code = adopt_legacy.main(["--from", old_url, "--to", empty], test_settings(empty))
+        out, err = capsys.readouterr()
+        assert code == 0, out + err
+        assert "Target is empty: planned against the current schema" in out
+        assert "RENAMED parking_events.durSecond -> duration_s" in out
+        assert "tracksolid.position_history -> tracksolid.position_history (batched" in out
+        with psycopg.connect(pg_admin_url) as conn:
+            left = conn.execute(
+                "SELECT count(*) FROM pg_database WHERE datname LIKE 'adopt_plan_%'"
+            ).fetchone()
+        with psycopg.connect(empty) as conn:
+            schema = conn.execute("SELECT to_regnamespace('tracksolid')").fetchone()
+        assert left == (0,) and schema == (None,)  # scratch gone, target untouched
+    finally:
+        drop_database(pg_admin_url, name)
 
 
 def test_same_database_on_both_sides_is_refused(old_url: str) -> None:
