@@ -20,6 +20,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from psycopg import sql
+from pydantic import SecretStr
 
 import adopt_legacy
 from dashboard_api import create_app
@@ -440,6 +441,23 @@ def test_apply_copies_verifies_and_leaves_the_old_database_untouched(
         assert trips.status_code == 200, trips.text
         plates = {f["properties"]["vehicle_number"] for f in trips.json()["features"]}
         assert trips.json()["summary"]["trips"] == DAYS and plates == {"KCA 542Q"}
+
+    # The staging bridge (compose profile staging-bridge): both URLs are dashboard_ro's, no
+    # refresher; it serves the SPAs' three endpoints on the adopted data.
+    ro = psycopg.conninfo.make_conninfo(db_url, options="-c role=dashboard_ro")
+    bridge = test_settings(
+        db_url, dashboard_database_url=SecretStr(ro), vtrips_refresh_interval_s=0
+    )
+    bridge.database_url = SecretStr(ro)  # no owner credentials at all
+    with TestClient(create_app(bridge)) as client:
+        live = client.get("/webhook/live-positions")
+        assert live.status_code == 200, live.text
+        track = client.get(
+            "/webhook/live-positions/track", params={"vehicle_number": "KCA 542Q", "hours": "24"}
+        )
+        assert track.status_code == 200 and track.json()["summary"]["points_total"] > 0
+        trips = client.post("/webhook/fleet-dashboard", json={**window, "vehicle": "KBZ 101A"})
+        assert trips.status_code == 200 and trips.json()["summary"]["trips"] == DAYS
 
 
 class Killed(Exception):

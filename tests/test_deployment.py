@@ -29,7 +29,12 @@ def compose() -> dict[str, Any]:
 
 def test_services_and_dependencies() -> None:
     services = compose()["services"]
-    assert set(services) == APP_SERVICES | {"timescale_db", "migrate", "jimi_sim"}
+    assert set(services) == APP_SERVICES | {
+        "timescale_db",
+        "migrate",
+        "jimi_sim",
+        "dashboard_api_staging",
+    }
     db = services["timescale_db"]
     assert db["image"] == "timescale/timescaledb-ha:pg16"
     assert "healthcheck" in db and db["volumes"][0].startswith("timescale_data:")
@@ -45,7 +50,21 @@ def test_services_and_dependencies() -> None:
         assert service["env_file"] == ".env", name
         assert "healthcheck" in service, name
     assert services["jimi_sim"]["profiles"] == ["demo"]
-    assert all("profiles" not in s for n, s in services.items() if n != "jimi_sim")
+    assert services["dashboard_api_staging"]["profiles"] == ["staging-bridge"]
+    optional = {"jimi_sim", "dashboard_api_staging"}
+    assert all("profiles" not in s for n, s in services.items() if n not in optional)
+
+
+def test_staging_bridge_is_read_only_on_8891_without_refresher() -> None:
+    """Seed 000 §3: the staging bridge reads as dashboard_ro and never refreshes v_trips."""
+    bridge = compose()["services"]["dashboard_api_staging"]
+    env = bridge["environment"]
+    assert env["DATABASE_URL"] == env["DASHBOARD_DATABASE_URL"] == "${DASHBOARD_DATABASE_URL:-}"
+    assert env["VTRIPS_REFRESH_INTERVAL_S"] == "0"
+    assert bridge["command"][:2] == ["uvicorn", "dashboard_api:app"]
+    assert "8891" in bridge["command"] and bridge["ports"] == [
+        "${STAGING_DASHBOARD_PORT:-8891}:8891"
+    ]
     assert set(compose()["volumes"]) == {"timescale_data", "webhook_spool"}
 
 
