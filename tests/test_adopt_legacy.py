@@ -20,10 +20,12 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from psycopg import sql
+from psycopg_pool import ConnectionPool
 from pydantic import SecretStr
 
 import adopt_legacy
 from dashboard_api import create_app
+from jimi_sim import SimConfig, SimServer
 from legacy.copy import open_old
 from legacy.inspect import Column, Table, TablePlan, compatible, plan_table, read_catalog
 from legacy.progress import Progress, render
@@ -34,6 +36,7 @@ from tests.conftest import (
     drop_database,
     test_settings,
 )
+from ts_shared import JimiClient
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 DAYS = 4
@@ -530,3 +533,38 @@ def test_late_rows_are_caught_by_verification_and_by_a_rewound_pass(
     assert adopt_legacy.main(argv, settings) == 0
     old_rows, new_rows = same_rows(old_url, db_url, "position_history")
     assert old_rows == new_rows
+
+
+def test_token_cache_carries_over_so_the_first_poll_needs_no_login(
+    old_url: str, db_url: str
+) -> None:
+    """The old pollers' OAuth token moves with api_token_cache: the new worker's first call
+    is accepted by the API without a `jimi.oauth.token.get` (seed: logins are rate-limited)."""
+    sim = SimServer(SimConfig(devices=3, accounts=1, seed=5)).start()
+    api = {
+        "tracksolid_api_url": sim.url,
+        "tracksolid_app_key": "demo-app-key",
+        "tracksolid_app_secret": "demo-app-secret",
+        "tracksolid_user_id": "fireside",
+        "tracksolid_user_pwd": "demo-password",
+        "tracksolid_targets": "fireside",
+    }
+    try:
+        # The previous generation logged in and cached its token in the old database.
+        with (
+            ConnectionPool(old_url, min_size=1, max_size=2) as pool,
+            JimiClient(test_settings(old_url, **api), pool) as client,
+        ):
+            token = client.access_token()
+        assert adopt_legacy.apply(old_url, db_url, test_settings(db_url)) == 0
+        sim.clear_requests()
+        with (
+            ConnectionPool(db_url, min_size=1, max_size=2) as pool,
+            JimiClient(test_settings(db_url, **api), pool) as client,
+        ):
+            reply = client.call("jimi.user.device.list", {"target": "fireside"})
+            assert client.access_token() == token
+        assert reply.items(), "the API answered the carried-over token"
+        assert [r.method for r in sim.requests] == ["jimi.user.device.list"]
+    finally:
+        sim.stop()
