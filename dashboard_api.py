@@ -32,7 +32,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from psycopg_pool import ConnectionPool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from dashboard import apidocs, operator
+from dashboard import apidocs, geofences, operator
 from dashboard.deps import require_api_key
 from dashboard.errors import install_error_handlers
 from dashboard.refresher import VTripsRefresher
@@ -41,7 +41,7 @@ from ts_shared import RedactSecretsFilter, Settings, make_pool, setup_logging
 
 log = logging.getLogger(__name__)
 
-OPTIONAL_ROUTERS = ("dashboard.tickets", "dashboard.fuel")
+OPTIONAL_ROUTERS = ("dashboard.tickets", "dashboard.fuel", "dashboard.visits", "dashboard.alerts")
 
 
 def redact_access_log() -> None:
@@ -72,7 +72,7 @@ class SettingsCORSMiddleware:
             self._cors = CORSMiddleware(
                 self.app,
                 allow_origins=settings.cors_origins,
-                allow_methods=["GET", "POST", "OPTIONS"],
+                allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
                 allow_headers=["Content-Type", "X-API-Key", "Authorization"],
                 max_age=600,
             )
@@ -153,6 +153,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The operator page (static; its data calls go through the routes above).
     app.include_router(operator.router)
     app.include_router(apidocs.router)
+    # Geofences carry their own key checks: reads DASHBOARD_API_KEYS, writes GEOFENCE_ADMIN_KEYS.
+    app.include_router(geofences.router)
     for module_name in OPTIONAL_ROUTERS:
         if importlib.util.find_spec(module_name) is None:
             continue

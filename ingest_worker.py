@@ -6,6 +6,7 @@
     python ingest_worker.py --job live_positions one job once (names: see JOB_NAMES)
     python ingest_worker.py --catchup-only       fill the gap since the last stored data, exit
     python ingest_worker.py import-devices FILE.csv [--apply]   operator registry import
+    python ingest_worker.py audit-registry [--json] [--live]    registry gap report
 
 Jobs and their schedules are in docs/ingestion.md. SIGTERM / Ctrl-C finish the batch in hand
 and exit cleanly. Exit codes: 0 ok, 1 a job crashed, 2 bad configuration / arguments.
@@ -27,6 +28,7 @@ from typing import Any
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from ingest import audit
 from ingest.jobs import Ingestor, JobStats
 from ingest.registry import import_registry
 from ts_shared import (
@@ -43,7 +45,8 @@ log = logging.getLogger("ingest_worker")
 
 JOB_NAMES = (
     "device_sync", "live_positions", "track_list", "trips", "parking", "alarms", "mileage_rollup",
-    "housekeeping", "unregistered_pushes",
+    "housekeeping", "unregistered_pushes", "derive_trips", "ticket_visits",
+    "geofence_events", "alerts",
 )  # fmt: skip
 
 
@@ -60,6 +63,10 @@ def job_table(ingestor: Ingestor) -> dict[str, tuple[Callable[[], JobStats], int
         "mileage_rollup": (ingestor.refresh_rollups, s.ingest_trips_interval_s),
         "housekeeping": (ingestor.housekeeping, 24 * 3600),
         "unregistered_pushes": (ingestor.check_unregistered_pushes, 3600),
+        "derive_trips": (ingestor.derive_trips, s.trip_derive_interval_s),
+        "ticket_visits": (ingestor.ticket_visits, s.visit_interval_s),
+        "geofence_events": (ingestor.geofence_events, s.geofence_events_interval_s),
+        "alerts": (ingestor.alerts, s.alerts_interval_s),
     }
 
 
@@ -163,10 +170,60 @@ def import_devices_main(argv: Sequence[str]) -> int:
         log.warning("%s line %d: %s (skipped)", args.csv, line, reason)
     for line, what in report.duplicates:
         log.warning("%s line %d: duplicate IMEI %s (skipped)", args.csv, line, what)
+    for line, what in report.ignored:
+        log.warning("%s line %d: %s", args.csv, line, what)
     if report.unknown:
         log.info("IMEIs not yet seen from the API (added as new devices): %s",
                  ", ".join(report.unknown))  # fmt: skip
     sys.stdout.write(report.summary() + "\n")
+    return 0
+
+
+def audit_registry_main(argv: Sequence[str]) -> int:
+    """`audit-registry [--json] [--live] [--silent-hours N]`: the gap report on stdout."""
+    parser = argparse.ArgumentParser(prog="ingest_worker.py audit-registry")
+    parser.add_argument("--json", action="store_true", help="JSON instead of aligned text")
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="fetch the accounts' device lists now (default: last device sync)",
+    )
+    parser.add_argument(
+        "--silent-hours",
+        type=int,
+        default=24,
+        choices=range(1, 24 * 90 + 1),
+        metavar="N",
+        help="silent = no fix / heartbeat for N hours (24)",
+    )
+    args = parser.parse_args(argv)
+    settings = Settings()
+    setup_logging(settings.log_level)
+    if args.live and not settings.jimi_configured and settings.jimi_sim_url:
+        settings = settings.with_simulator()
+    if args.live and not settings.jimi_configured:
+        log.error("--live needs Tracksolid credentials (or JIMI_SIM_URL for the simulator)")
+        return 2
+    try:
+        pool = make_pool(settings.dsn(), min_size=1, max_size=2, name="audit-registry")
+    except DatabaseUnavailableError as exc:
+        log.error("%s", exc)
+        return 1
+    try:
+        listed: set[str] | None = None
+        failed: list[str] = []
+        if args.live:
+            client = JimiClient(settings, pool)
+            try:
+                listed, failed = audit.fetch_listed(client)
+            finally:
+                client.close()
+        with pool.connection() as conn:
+            report = audit.gather(conn, silent_hours=args.silent_hours, listed=listed,
+                                  failed_accounts=failed)  # fmt: skip
+    finally:
+        pool.close()
+    sys.stdout.write(audit.format_json(report) + "\n" if args.json else audit.format_text(report))
     return 0
 
 
@@ -175,6 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "import-devices":
         return import_devices_main(argv[1:])
+    if argv and argv[0] == "audit-registry":
+        return audit_registry_main(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true",

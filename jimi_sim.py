@@ -80,6 +80,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--push-token", default=None)
     p.add_argument("--push-interval", type=float, default=d.push_interval_s)
     p.add_argument("--push-openapi-path", default=d.push_openapi_path)
+    p.add_argument("--empty-trip-report", default="", metavar="IMEI,...",
+                   help="devices whose trip report (track.mileage) is always empty")  # fmt: skip
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -112,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         push_token=args.push_token,
         push_interval_s=args.push_interval,
         push_openapi_path=args.push_openapi_path,
+        empty_trip_report=frozenset(filter(None, args.empty_trip_report.split(","))),
     )
     stop = threading.Event()
 

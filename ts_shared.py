@@ -89,6 +89,15 @@ class Settings(BaseSettings):
     ingest_trips_interval_s: int = 1800
     ingest_parking_interval_s: int = 1800
     ingest_alarms_interval_s: int = 120
+    # Ticket visits (issue #16, docs/visits.md)
+    visit_interval_s: int = Field(default=600, ge=60, le=86_400)
+    visit_radius_m: float = Field(default=150.0, ge=10, le=5_000)
+    visit_stop_kmh: float = Field(default=5.0, ge=0.5, le=30)  # slower = stopped
+    visit_min_dwell_s: int = Field(default=120, ge=0, le=86_400)
+    visit_merge_gap_s: int = Field(default=600, ge=30, le=86_400)
+    visit_before_min: int = Field(default=60, ge=0, le=7 * 1440)  # evidence before creation
+    visit_after_min: int = Field(default=120, ge=0, le=7 * 1440)  # evidence after closure
+    visit_recompute_days: int = Field(default=3, ge=1, le=92)  # tickets active this far back
     ingest_catchup_days: int = Field(default=90, ge=0, le=92)  # the API keeps ~3 months
     ingest_api_concurrency: int = Field(default=4, ge=1, le=32)  # per-device calls in flight
     gps_filter_max_speed_kmh: float = 250.0  # implied speed above this flags a jump
@@ -97,6 +106,44 @@ class Settings(BaseSettings):
     ingestion_log_retention_days: int = Field(default=90, ge=0)  # 0 = keep
     # IMEIs the receiver may auto-register from pushes per hour (above: data kept, not polled)
     push_autoregister_per_hour: int = Field(default=200, ge=0)
+    # A device no account has listed for this many days is deactivated (0 = never)
+    registry_deactivate_after_days: int = Field(default=14, ge=0, le=3650)
+    # Trip speeds and derived trips (trips/derive.py; docs/ingestion.md)
+    trip_derive_interval_s: int = Field(default=900, ge=60, le=86_400)
+    trip_derive_horizon_days: int = Field(default=7, ge=1, le=92)  # how far back late fixes count
+    trip_overspeed_kmh: float = Field(default=80.0, ge=1, le=300)
+    trip_speed_min_fixes: int = Field(default=3, ge=1, le=1000)  # fewer: speeds stay NULL
+    trip_moving_speed_kmh: float = Field(default=5.0, ge=0, le=50)
+    trip_min_distance_m: float = Field(default=200.0, ge=0, le=100_000)
+    trip_min_duration_s: int = Field(default=180, ge=0, le=86_400)
+    trip_min_stop_s: int = Field(default=300, ge=0, le=86_400)  # shorter standstills: same trip
+    trip_stop_gap_s: int = Field(default=3600, ge=60, le=86_400)  # no fix this long ends a trip
+    trip_fill_delay_s: int = Field(default=3600, ge=0, le=7 * 86_400)  # API's turn first
+    geofence_events_interval_s: int = Field(default=300, ge=30, le=86_400)
+    geofence_min_fixes: int = Field(default=3, ge=1, le=100)  # consecutive fixes to change state
+    geofence_min_seconds: int = Field(default=60, ge=0, le=86_400)  # ... spanning at least this
+    geofence_horizon_days: int = Field(default=7, ge=1, le=92)  # how far back late fixes count
+    geofence_max_vertices: int = Field(default=10_000, ge=4, le=1_000_000)  # per fence
+    geofence_admin_keys: SecretStr | None = None  # POST/DELETE /geofences; none set = refused
+    # Alerts (issue #17, docs/alerts.md): the worker's `alerts` job and its channels
+    alerts_interval_s: int = Field(default=60, ge=10, le=86_400)
+    alerts_admin_keys: SecretStr | None = None  # POST /alerts/rules, ack; none set = refused
+    alert_webhook_url: str = ""
+    alert_webhook_secret: SecretStr | None = None  # HMAC-SHA256 key of X-Alert-Signature
+    alert_email_to: str = ""  # default recipients of rules that name none (comma-separated)
+    alert_send_timeout_s: float = Field(default=10.0, ge=1, le=120)
+    alert_retry_base_s: float = Field(default=30.0, ge=0, le=3600)
+    alert_retry_cap_s: float = Field(default=3600.0, ge=1, le=86_400)
+    alert_max_attempts: int = Field(default=20, ge=1, le=1000)
+    alert_digest_hour_utc: int = Field(default=5, ge=0, le=23)  # 08:00 EAT
+    alert_event_lag_s: float = Field(default=15.0, ge=0, le=600)  # late commits' margin
+    smtp_host: str = ""
+    smtp_port: int = Field(default=587, ge=1, le=65_535)
+    smtp_user: str = ""
+    smtp_password: SecretStr | None = None
+    smtp_from: str = ""
+    smtp_starttls: bool = True
+    smtp_ca_file: str = ""  # extra CA bundle for a relay with a private CA (empty: system)
 
     # Webhook receiver
     jimi_push_token: SecretStr | None = None
@@ -166,6 +213,20 @@ class Settings(BaseSettings):
         if self.dashboard_api_keys is None:
             return []
         return split_csv(self.dashboard_api_keys.get_secret_value())
+
+    @property
+    def geofence_admin_key_list(self) -> list[str]:
+        """Keys accepted by the geofence write endpoints; empty means writes are refused."""
+        if self.geofence_admin_keys is None:
+            return []
+        return split_csv(self.geofence_admin_keys.get_secret_value())
+
+    @property
+    def alerts_admin_key_list(self) -> list[str]:
+        """Keys accepted by the alert write endpoints; empty means writes are refused."""
+        if self.alerts_admin_keys is None:
+            return []
+        return split_csv(self.alerts_admin_keys.get_secret_value())
 
     @property
     def jimi_configured(self) -> bool:

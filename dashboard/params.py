@@ -45,6 +45,7 @@ MIN_DAY = date(2000, 1, 1)
 MAX_DAY = date(2099, 12, 31)
 FUEL_DEFAULT_DAYS = 30
 FUEL_MAX_LIMIT = 5_000
+EXPIRING_DEFAULT_DAYS = 30  # subscriptions ending within this many days
 
 ACC_STATUSES = ("on", "off", "moving", "idle", "parked", "offline")
 _ACC_ALIASES = {"1": "on", "true": "on", "0": "off", "false": "off"}
@@ -217,6 +218,11 @@ def parse_int(
 def parse_hours(value: str | None, default: int = 24) -> int:
     """Track length in whole hours, 1-168."""
     return parse_int("hours", value, default=default, low=1, high=MAX_TRACK_HOURS)
+
+
+def parse_expiring_days(value: str | None) -> int:
+    """Horizon of GET /analytics/devices/expiring in whole days, 1-366 (default 30)."""
+    return parse_int("days", value, default=EXPIRING_DEFAULT_DAYS, low=1, high=MAX_RANGE_DAYS)
 
 
 # ── Dates ──────────────────────────────────────────────────────────────────────────────────

@@ -33,6 +33,7 @@ from dashboard.params import (
     parse_acc_status,
     parse_body,
     parse_day_range,
+    parse_expiring_days,
     parse_hours,
     parse_trip_query,
 )
@@ -292,6 +293,22 @@ def driver_behaviour(
 def filters(pool: Pool) -> Response:
     """Options of the dashboards' dropdowns (`reporting.fn_filter_options`)."""
     return json_from_sql(pool, "SELECT reporting.fn_filter_options()::text")
+
+
+@data_router.get(
+    "/analytics/devices/expiring",
+    tags=["analytics"],
+    response_class=Response,
+    responses=_doc("Active devices whose subscription ends within `days` (or has ended)."),
+)
+def devices_expiring(
+    pool: Pool,
+    days: Annotated[str | None, Query(description="1-366, default 30")] = None,
+) -> Response:
+    """SIM / platform subscriptions ending soon (`reporting.fn_devices_expiring`)."""
+    return json_from_sql(
+        pool, "SELECT reporting.fn_devices_expiring(%s)::text", (parse_expiring_days(days),)
+    )
 
 
 @data_router.get(

@@ -39,7 +39,7 @@ from ingest.parse import (
     parse_stop,
     parse_track_point,
 )
-from ingest.quality import QualityRules, drop_reason, filter_rows
+from ingest.quality import QualityRules, drop_reason, filter_rows, moves_live_marker
 from ts_shared import (
     IMEI_BATCH,
     ApiReply,
@@ -263,10 +263,13 @@ class Ingestor:
     def sync_devices(self) -> JobStats:
         """List every target's devices, add each one's detail (FIX-M17/M18/M19), upsert."""
         stats = JobStats("device_sync")
+        every_list_answered = True
         for target, reply in self.client.call_each_target("jimi.user.device.list"):
             stats.calls += 1
             if isinstance(reply, JimiError):
                 stats.fail(f"device list of {target}", reply)
+                stats.updated["account_lists_failed"] += 1  # the audit reads it (ingest/audit.py)
+                every_list_answered = False
                 continue
             items = []
             for item in reply.items():
@@ -280,17 +283,23 @@ class Ingestor:
                 row = parse_device(item, detail, target)
                 row["raw"] = {"list": item, "detail": detail}
                 devices.append(row)
+            listed = [d["imei"] for d in devices]
             with self.pool.connection() as conn:
-                inserted, updated = writers.upsert_devices(conn, devices)
-                stats.updated["reactivated"] += writers.reactivate_devices(
-                    conn, [d["imei"] for d in devices]
-                )
+                # a changed driver enters the driver history from now (trigger, 0105)
+                inserted, updated = writers.upsert_devices(conn, devices, seen_at=self.now())
+                stats.updated["reactivated"] += writers.reactivate_devices(conn, listed)
+                stats.updated["relisted"] += writers.relist_devices(conn, listed)
             stats.inserted["devices"] += inserted
             stats.updated["devices"] += updated
             if stats.interrupted:
                 break
         if not stats.interrupted:
             self._recheck_unknown(stats)
+        days = self.settings.registry_deactivate_after_days
+        if every_list_answered and not stats.interrupted and days > 0:
+            # Only after every account answered: a failing account is not "stopped listing".
+            with self.pool.connection() as conn:
+                stats.updated["deactivated"] += writers.deactivate_unlisted(conn, days)
         return self._finish(stats)
 
     def _recheck_unknown(self, stats: JobStats) -> None:
@@ -414,7 +423,10 @@ class Ingestor:
             inserted, flagged = writers.write_positions(
                 conn, [r.position for r in live], self.rules
             )
-            changed = writers.upsert_live(conn, live)
+            # A flagged jump never moves the live marker (the push receiver's rule too).
+            changed = writers.upsert_live(
+                conn, [r for r in live if moves_live_marker(r.position.quality_flag)]
+            )
         stats.inserted["position_history"] += inserted
         stats.updated["live_positions"] += changed
         stats.flagged += flagged
@@ -663,6 +675,43 @@ class Ingestor:
             with self.pool.connection() as conn, conn.transaction():
                 write(conn)
                 writers.set_watermarks(conn, job, batch, until)
+
+    # ── trip speeds and derived trips (trips/) ─────────────────────────────
+
+    def derive_trips(self) -> JobStats:
+        """Trip speeds + trips derived from positions, incrementally (trips/derive.py)."""
+        from trips.job import derive_trips  # noqa: PLC0415 - trips.job imports this module
+
+        return derive_trips(self)
+
+    def geofence_events(self) -> JobStats:
+        """Geofence enter/exit events and out-of-region episodes (geofences/events.py)."""
+        from geofences.job import geofence_events  # noqa: PLC0415 - it imports this module
+
+        return geofence_events(self)
+
+    def alerts(self) -> JobStats:
+        """Evaluate alert rules, compose and deliver alert messages (alerts/, docs/alerts.md)."""
+        from alerts.job import alerts_job  # noqa: PLC0415 - alerts.job imports this module
+
+        return alerts_job(self)
+
+    # ── ticket visits (visits/) ─────────────────────────────────────────────
+
+    def ticket_visits(self) -> JobStats:
+        """Recompute the visits of tickets active in the last VISIT_RECOMPUTE_DAYS
+        (visits/refresh.py); late positions inside that window are picked up by the rerun."""
+        from visits.refresh import recent_window, refresh_visits  # noqa: PLC0415
+
+        stats = JobStats("ticket_visits")
+        since, until = recent_window(self.now(), self.settings)
+        with self.pool.connection() as conn:
+            try:
+                run = refresh_visits(conn, self.settings, since, until)
+                stats.updated["ticket_visits"] += run.visits
+            except psycopg.Error as exc:  # recorded; the next run retries
+                stats.fail("refresh ticket_visits", exc)
+        return self._finish(stats)
 
     # ── daily roll-up ───────────────────────────────────────────────────────
 

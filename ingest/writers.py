@@ -315,12 +315,18 @@ def insert_alarms(conn: Conn, rows: list[AlarmRow]) -> int:
     ]
 
 
-def upsert_devices(conn: Conn, devices: list[dict[str, Any]]) -> tuple[int, int]:
+def upsert_devices(
+    conn: Conn, devices: list[dict[str, Any]], *, seen_at: datetime | None = None
+) -> tuple[int, int]:
     """Upsert API device data (FIX-M17: every API field). A null from the API never erases a
     value already stored (e.g. a driver name imported from the registry CSV); registry-only
-    fields (cost_centre, city, vehicle_type) are never touched here."""
+    fields (cost_centre, city, vehicle_type) are never touched here. Every row counts as
+    listed by an account now (`api_listed_at`, the registry life cycle's clock). A changed
+    driver is recorded in the driver history from `seen_at` (the worker's clock; default now)
+    by the devices trigger of migration 0105."""
     if not devices:
         return 0, 0
+    set_assignment_context(conn, "api", seen_at)
     columns = ("imei", *DEVICE_API_COLUMNS, "raw")
     data = [(*(d[c] for c in ("imei", *DEVICE_API_COLUMNS)), Jsonb(d.get("raw"))) for d in devices]
     target = sql.Identifier("tracksolid", "devices")
@@ -331,13 +337,142 @@ def upsert_devices(conn: Conn, devices: list[dict[str, Any]]) -> tuple[int, int]
         for c in (*DEVICE_API_COLUMNS, "raw")
     )
     query = sql.SQL(
-        "INSERT INTO {target} AS t ({cols}, api_synced_at) VALUES ({marks}, now())"
-        " ON CONFLICT (imei) DO UPDATE SET {sets}, api_synced_at = now(), updated_at = now()"
+        "INSERT INTO {target} AS t ({cols}, api_synced_at, api_listed_at)"
+        " VALUES ({marks}, now(), now())"
+        " ON CONFLICT (imei) DO UPDATE SET {sets}, api_synced_at = now(), api_listed_at = now(),"
+        " updated_at = now()"
         " RETURNING (xmax = 0)"
     ).format(target=target, cols=cols, marks=marks, sets=sets)
     with conn.cursor() as cur:
         cur.executemany(query, data, returning=True)
         return count_new_and_updated(cur)
+
+
+def set_assignment_context(conn: Conn, source: str, at: datetime | None = None) -> None:
+    """Tell the devices trigger (0105) who records driver changes in this transaction, and
+    from when (None: the transaction's now())."""
+    conn.execute(
+        "SELECT set_config('tracksolid.assignment_source', %s, true),"
+        " set_config('tracksolid.assigned_at', %s, true)",
+        (source, at.isoformat() if at else ""),
+    )
+
+
+def relist_devices(conn: Conn, imeis: Sequence[str]) -> int:
+    """Devices deactivated because no account listed them (`not_listed`) and listed again
+    become active again; a device the registry switched off stays off. Returns how many."""
+    if not imeis:
+        return 0
+    return conn.execute(
+        "UPDATE tracksolid.devices SET is_active = true, deactivated_at = NULL,"
+        " deactivation_reason = NULL, updated_at = now()"
+        " WHERE imei = ANY(%s) AND NOT is_active AND deactivation_reason = 'not_listed'",
+        (list(imeis),),
+    ).rowcount
+
+
+def deactivate_unlisted(conn: Conn, days: int) -> int:
+    """Deactivate (never delete) active devices that an account listed once but none has
+    listed for `days` days (`not_listed`). Devices never listed (registry or push only) are
+    left alone: the audit reports them. Returns how many."""
+    return conn.execute(
+        "UPDATE tracksolid.devices SET is_active = false, deactivated_at = now(),"
+        " deactivation_reason = 'not_listed', updated_at = now()"
+        " WHERE is_active AND api_listed_at < now() - make_interval(days => %s)",
+        (days,),
+    ).rowcount
+
+
+# Driver history (tracksolid.driver_assignments, migration 0105). `_drv_change` gets one row
+# per device whose registry driver (devices.driver_name) must be recorded from `eff_from`:
+# given (the CSV's assigned_from), else the time of the sync / import — or -infinity for a
+# vehicle without any history yet (its first known driver drove all its stored trips).
+# `c_*` describe the period containing eff_from; `later` = periods starting after it.
+_DRIVER_CHANGES_SQL = """
+INSERT INTO _drv_change
+SELECT s.imei, btrim(d.driver_name), nullif(btrim(d.driver_phone), ''), f.eff_from,
+       c.assignment_id, c.valid_from, lower(c.driver_name) = lower(btrim(d.driver_name)),
+       EXISTS (SELECT 1 FROM tracksolid.driver_assignments a
+               WHERE a.imei = s.imei AND a.valid_from > f.eff_from)
+FROM _stage_drivers s
+JOIN tracksolid.devices d ON d.imei = s.imei AND nullif(btrim(d.driver_name), '') IS NOT NULL
+LEFT JOIN LATERAL (
+    SELECT a.valid_from FROM tracksolid.driver_assignments a
+    WHERE a.imei = s.imei ORDER BY a.valid_from DESC LIMIT 1
+) latest ON true
+CROSS JOIN LATERAL (
+    SELECT coalesce(s.given_from, CASE
+        WHEN latest.valid_from IS NULL THEN '-infinity'::timestamptz
+        ELSE greatest(coalesce(%(at)s::timestamptz, now()),
+                      latest.valid_from + interval '1 second') END)
+        AS eff_from
+) f
+LEFT JOIN LATERAL (
+    SELECT a.assignment_id, a.valid_from, a.driver_name FROM tracksolid.driver_assignments a
+    WHERE a.imei = s.imei AND a.valid_from <= f.eff_from
+      AND (a.valid_to IS NULL OR a.valid_to > f.eff_from)
+) c ON true
+"""
+_DRIVER_APPLY_SQL = (
+    # unchanged driver: only a new phone number of the current period is taken
+    "UPDATE tracksolid.driver_assignments a SET driver_phone = x.driver_phone"
+    " FROM _drv_change x WHERE a.assignment_id = x.c_id AND x.c_same AND NOT x.later"
+    " AND a.valid_to IS NULL AND x.driver_phone IS NOT NULL"
+    " AND a.driver_phone IS DISTINCT FROM x.driver_phone",
+    "DELETE FROM _drv_change WHERE c_same AND NOT later",
+    # an explicit start overrides what was recorded after it
+    "DELETE FROM tracksolid.driver_assignments a USING _drv_change x"
+    " WHERE a.imei = x.imei AND a.valid_from > x.eff_from",
+    "UPDATE tracksolid.driver_assignments a SET valid_to = NULL,"
+    " driver_phone = coalesce(x.driver_phone, a.driver_phone)"
+    " FROM _drv_change x WHERE a.assignment_id = x.c_id AND x.c_same",
+    "DELETE FROM tracksolid.driver_assignments a USING _drv_change x"
+    " WHERE a.assignment_id = x.c_id AND NOT x.c_same AND x.c_from = x.eff_from",
+    "UPDATE tracksolid.driver_assignments a SET valid_to = x.eff_from"
+    " FROM _drv_change x WHERE a.assignment_id = x.c_id AND NOT x.c_same"
+    " AND x.c_from < x.eff_from",
+)
+
+
+def record_driver_changes(
+    conn: Conn,
+    imeis: Sequence[str],
+    *,
+    source: str,
+    at: datetime | None = None,
+    starts: dict[str, datetime] | None = None,
+) -> int:
+    """Bring the driver history of `imeis` in line with their registry driver, set-based.
+
+    A changed driver closes the period that contains its start and opens a new one (from
+    `starts[imei]` when given, else `at` / now); an unchanged driver does nothing (a new
+    phone number is stored on the current period). An explicit start earlier than recorded
+    changes replaces the periods after it. Devices without a driver are left alone.
+    Returns the number of periods opened or re-opened.
+    """
+    if not imeis:
+        return 0
+    given = starts or {}
+    _stage(conn, "_stage_drivers", ("imei", "given_from"), ("text", "timestamptz"))
+    _copy(conn, "_stage_drivers", ("imei", "given_from"), ("text", "timestamptz"),
+          [(i, given.get(i)) for i in dict.fromkeys(imeis)])  # fmt: skip
+    _stage(
+        conn, "_drv_change",
+        ("imei", "driver_name", "driver_phone", "eff_from", "c_id", "c_from", "c_same", "later"),
+        ("text", "text", "text", "timestamptz", "int8", "timestamptz", "bool", "bool"),
+    )  # fmt: skip
+    conn.execute(_DRIVER_CHANGES_SQL, {"at": at})
+    for statement in _DRIVER_APPLY_SQL:
+        conn.execute(statement)
+    opened = conn.execute(
+        "INSERT INTO tracksolid.driver_assignments"
+        " (imei, driver_name, driver_phone, valid_from, source)"
+        " SELECT x.imei, x.driver_name, x.driver_phone, x.eff_from, %s FROM _drv_change x"
+        " WHERE NOT coalesce(x.c_same, false)",
+        (source,),
+    ).rowcount
+    reopened = conn.execute("SELECT count(*) FROM _drv_change WHERE c_same").fetchone()
+    return opened + (int(reopened[0]) if reopened else 0)
 
 
 def reactivate_devices(conn: Conn, imeis: Sequence[str]) -> int:

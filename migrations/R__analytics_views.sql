@@ -20,6 +20,8 @@ RETURN coalesce(nullif(d.vehicle_number, ''), nullif(d.vehicle_name, ''), d.imei
 
 -- Driver aggregates with the aggression index: harsh acceleration + harsh braking + overspeed
 -- alarms per 100 km driven (NULL below 1 km: a single alarm on a 200 m trip is not a rate).
+-- Trips and alarms count for the driver assigned to the vehicle at their time
+-- (tracksolid.driver_assignments, 0105): one row per day, vehicle and driver.
 CREATE OR REPLACE FUNCTION tracksolid.fn_driver_aggregates_daily(p_from date, p_to date)
 RETURNS TABLE (
     day date, imei text, vehicle_number text, driver_name text, cost_centre text, city text,
@@ -32,13 +34,13 @@ AS $$
     WITH bounds AS (
         SELECT reporting.local_day_start(p_from) AS t0, reporting.local_day_start(p_to + 1) AS t1
     ), ev AS (
-        SELECT reporting.local_day(t.start_time) AS day, t.imei,
+        SELECT reporting.local_day(t.start_time) AS day, t.imei, t.start_time AS at,
                1 AS trips, t.distance_km, t.driving_time_s, t.max_speed_kmh,
                0 AS ha, 0 AS hb, 0 AS os
         FROM tracksolid.trips t, bounds b
         WHERE t.start_time >= b.t0 AND t.start_time < b.t1
         UNION ALL
-        SELECT reporting.local_day(a.alarm_time), a.imei, 0, NULL, NULL, NULL,
+        SELECT reporting.local_day(a.alarm_time), a.imei, a.alarm_time, 0, NULL, NULL, NULL,
                (c.cat = 'harsh_acceleration')::int, (c.cat = 'harsh_braking')::int,
                (c.cat = 'overspeed')::int
         FROM tracksolid.alarms a, bounds b,
@@ -46,13 +48,20 @@ AS $$
         WHERE a.alarm_time >= b.t0 AND a.alarm_time < b.t1
           AND c.cat IN ('harsh_acceleration', 'harsh_braking', 'overspeed')
     ), agg AS (
-        SELECT ev.day, ev.imei, sum(ev.trips) AS trips,
+        SELECT ev.day, ev.imei, da.driver_name, sum(ev.trips) AS trips,
                coalesce(sum(ev.distance_km), 0) AS km,
                coalesce(sum(ev.driving_time_s), 0) AS driving_s, max(ev.max_speed_kmh) AS vmax,
                sum(ev.ha) AS ha, sum(ev.hb) AS hb, sum(ev.os) AS os
-        FROM ev GROUP BY ev.day, ev.imei
+        FROM ev
+        LEFT JOIN LATERAL (
+            SELECT a.driver_name FROM tracksolid.driver_assignments a
+            WHERE a.imei = ev.imei AND a.valid_from <= ev.at
+              AND (a.valid_to IS NULL OR a.valid_to > ev.at)
+            ORDER BY a.valid_from DESC LIMIT 1
+        ) da ON true
+        GROUP BY ev.day, ev.imei, da.driver_name
     )
-    SELECT agg.day, agg.imei, tracksolid.vehicle_label(d), d.driver_name, d.cost_centre, d.city,
+    SELECT agg.day, agg.imei, tracksolid.vehicle_label(d), agg.driver_name, d.cost_centre, d.city,
            agg.trips, agg.km, agg.driving_s, agg.vmax, agg.ha, agg.hb, agg.os,
            CASE WHEN agg.km >= 1 THEN round((agg.ha + agg.hb + agg.os) * 100 / agg.km, 2) END
     FROM agg
@@ -100,7 +109,7 @@ AS $$
         WHERE p.acc_on AND p.start_time >= b.t0 AND p.start_time < b.t1
         GROUP BY 1, 2
     ), base AS (
-        SELECT days.day, d.imei, tracksolid.vehicle_label(d) AS vehicle_number, d.driver_name,
+        SELECT days.day, d.imei, tracksolid.vehicle_label(d) AS vehicle_number, da.driver_name,
                d.cost_centre, d.city, d.vehicle_type, days.period_s,
                least(coalesce(dr.s, 0), days.period_s)::integer AS driving_s,
                least(coalesce(i.s, 0),
@@ -109,6 +118,15 @@ AS $$
         CROSS JOIN tracksolid.devices d
         LEFT JOIN drive dr ON dr.day = days.day AND dr.imei = d.imei
         LEFT JOIN idle i ON i.day = days.day AND i.imei = d.imei
+        -- the vehicle's driver at the end of the day (today: now), driver_assignments
+        LEFT JOIN LATERAL (
+            SELECT a.driver_name FROM tracksolid.driver_assignments a
+            WHERE a.imei = d.imei
+              AND a.valid_from < least(reporting.local_day_start(days.day + 1), now())
+              AND (a.valid_to IS NULL
+                   OR a.valid_to >= least(reporting.local_day_start(days.day + 1), now()))
+            ORDER BY a.valid_from DESC LIMIT 1
+        ) da ON true
         WHERE d.is_active
     )
     SELECT base.day, base.imei, base.vehicle_number, base.driver_name, base.cost_centre,
@@ -122,7 +140,9 @@ AS $$
 $$;
 
 -- Driver clock: first ignition-on (first trip start or idling stop, whichever is earlier) and
--- last stop (end of the last finished trip) per driver/vehicle per day.
+-- last stop (end of the last finished trip) per driver/vehicle per day; trips and idling stops
+-- count for the driver assigned to the vehicle when they started (driver_assignments), so a
+-- vehicle handed over at noon gives two rows that day.
 CREATE OR REPLACE FUNCTION tracksolid.fn_driver_clock_daily(p_from date, p_to date)
 RETURNS TABLE (
     day date, imei text, vehicle_number text, driver_name text, driver_phone text,
@@ -143,11 +163,18 @@ AS $$
         FROM tracksolid.parking_events p, bounds b
         WHERE p.acc_on AND p.start_time >= b.t0 AND p.start_time < b.t1
     ), agg AS (
-        SELECT ev.day, ev.imei, min(ev.on_at) AS first_on, max(ev.stop_at) AS last_stop,
-               sum(ev.trips) AS trips
-        FROM ev GROUP BY ev.day, ev.imei
+        SELECT ev.day, ev.imei, da.driver_name, da.driver_phone, min(ev.on_at) AS first_on,
+               max(ev.stop_at) AS last_stop, sum(ev.trips) AS trips
+        FROM ev
+        LEFT JOIN LATERAL (
+            SELECT a.driver_name, a.driver_phone FROM tracksolid.driver_assignments a
+            WHERE a.imei = ev.imei AND a.valid_from <= ev.on_at
+              AND (a.valid_to IS NULL OR a.valid_to > ev.on_at)
+            ORDER BY a.valid_from DESC LIMIT 1
+        ) da ON true
+        GROUP BY ev.day, ev.imei, da.driver_name, da.driver_phone
     )
-    SELECT agg.day, agg.imei, tracksolid.vehicle_label(d), d.driver_name, d.driver_phone,
+    SELECT agg.day, agg.imei, tracksolid.vehicle_label(d), agg.driver_name, agg.driver_phone,
            d.cost_centre, d.city, agg.first_on, agg.last_stop, agg.trips,
            CASE WHEN agg.last_stop > agg.first_on
                 THEN extract(epoch FROM agg.last_stop - agg.first_on)::integer END
@@ -172,22 +199,106 @@ AS $$
     GROUP BY 1, 2
 $$;
 
--- Alarm frequency per day, type and cost centre.
+-- Alarm frequency per day, type and cost centre, with the type's kind ('alarm' | 'event') and
+-- severity from tracksolid.alarm_types (0106; an unknown type counts as alarm / medium so it
+-- never vanishes from the counts). `alarms` counts rows of either kind: filter on `kind`.
+-- The kind/severity columns changed the result type: drop the old function (and its views,
+-- re-created below) once, only when it lacks them.
+DO $$
+BEGIN
+    IF to_regprocedure('tracksolid.fn_alarms_daily(date, date)') IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM pg_proc
+                       WHERE oid = to_regprocedure('tracksolid.fn_alarms_daily(date, date)')
+                         AND 'severity' = ANY (proargnames)) THEN
+        DROP FUNCTION tracksolid.fn_alarms_daily(date, date) CASCADE;
+    END IF;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION tracksolid.fn_alarms_daily(p_from date, p_to date)
 RETURNS TABLE (
     day date, cost_centre text, alarm_type text, alarm_name text, category text,
-    alarms bigint, vehicles bigint)
+    alarms bigint, vehicles bigint, kind text, severity text)
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, public
 AS $$
     SELECT reporting.local_day(a.alarm_time), d.cost_centre, a.alarm_type,
-           max(a.alarm_name), reporting.alarm_category(a.alarm_type, max(a.alarm_name)),
-           count(*), count(DISTINCT a.imei)
+           coalesce(max(a.alarm_name), max(t.name)),
+           reporting.alarm_category(a.alarm_type, max(a.alarm_name)),
+           count(*), count(DISTINCT a.imei),
+           coalesce(max(t.kind), 'alarm'), coalesce(max(t.severity), 'medium')
     FROM tracksolid.alarms a
     LEFT JOIN tracksolid.devices d ON d.imei = a.imei
+    LEFT JOIN tracksolid.alarm_types t ON t.alarm_type = a.alarm_type
     WHERE a.alarm_time >= reporting.local_day_start(p_from)
       AND a.alarm_time < reporting.local_day_start(p_to + 1)
     GROUP BY 1, 2, 3
+$$;
+
+-- Seed 002 (DATA_FLOW L3) fleet trace: the high-resolution GPS trail of every active vehicle
+-- in [p_from, p_to): plausible fixes only (quality_flag IS NULL), numbered per vehicle, with
+-- the driver assigned at each fix and the seconds since the previous fix (a gap shows where
+-- the trail is interrupted). Reads position_history by time, so keep the window short.
+CREATE OR REPLACE FUNCTION tracksolid.fn_fleet_trace(p_from timestamptz, p_to timestamptz)
+RETURNS TABLE (
+    imei text, vehicle_number text, driver_name text, cost_centre text, city text, day date,
+    seq bigint, gps_time timestamptz, lat double precision, lng double precision,
+    speed_kmh real, direction_deg smallint, acc_on boolean, source text, gap_s integer)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, public
+AS $$
+    SELECT ph.imei, tracksolid.vehicle_label(d), da.driver_name, d.cost_centre, d.city,
+           reporting.local_day(ph.gps_time),
+           row_number() OVER w, ph.gps_time, ph.lat, ph.lng, ph.speed_kmh, ph.direction_deg,
+           ph.acc_on, ph.source,
+           extract(epoch FROM ph.gps_time - lag(ph.gps_time) OVER w)::integer
+    FROM tracksolid.position_history ph
+    JOIN tracksolid.devices d ON d.imei = ph.imei AND d.is_active
+    LEFT JOIN tracksolid.driver_assignments da
+           ON da.imei = ph.imei AND da.valid_from <= ph.gps_time
+          AND (da.valid_to IS NULL OR da.valid_to > ph.gps_time)
+    WHERE ph.gps_time >= p_from AND ph.gps_time < p_to AND ph.quality_flag IS NULL
+    WINDOW w AS (PARTITION BY ph.imei ORDER BY ph.gps_time)
+$$;
+
+-- Seed 002 (DATA_FLOW L3) driver clock attendance: per EAT day, every driver assigned to an
+-- active vehicle for some of that day (driver_assignments) — attended when the vehicle had
+-- ignition-on activity attributed to that driver (fn_driver_clock_daily), with clock-in
+-- (first ignition-on) and clock-out (last stop) in EAT wall-clock time; absent otherwise.
+-- Days before the first stored trip / stop and after today are not listed.
+CREATE OR REPLACE FUNCTION tracksolid.fn_driver_clock_attnd(p_from date, p_to date)
+RETURNS TABLE (
+    day date, driver_name text, driver_phone text, imei text, vehicle_number text,
+    cost_centre text, city text, attended boolean, first_ignition_on timestamptz,
+    last_stop timestamptz, clock_in_eat time, clock_out_eat time, on_duty_s integer,
+    trips bigint)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, public
+AS $$
+    WITH lim AS (
+        SELECT greatest(p_from, reporting.local_day(
+                   least((SELECT min(start_time) FROM tracksolid.trips),
+                         (SELECT min(start_time) FROM tracksolid.parking_events),
+                         now()))) AS d0,
+               least(p_to, reporting.local_day(now())) AS d1
+    ), roster AS (
+        SELECT g::date AS day, a.imei, a.driver_name, a.driver_phone
+        FROM lim, generate_series(lim.d0, lim.d1, interval '1 day') g
+        JOIN tracksolid.driver_assignments a
+          ON a.valid_from < reporting.local_day_start(g::date + 1)
+         AND (a.valid_to IS NULL OR a.valid_to > reporting.local_day_start(g::date))
+    ), clock AS (
+        SELECT c.* FROM lim, tracksolid.fn_driver_clock_daily(lim.d0, lim.d1) c
+    )
+    SELECT r.day, r.driver_name, coalesce(c.driver_phone, r.driver_phone), r.imei,
+           tracksolid.vehicle_label(d), d.cost_centre, d.city, c.imei IS NOT NULL,
+           c.first_ignition_on, c.last_stop,
+           (c.first_ignition_on AT TIME ZONE 'Africa/Nairobi')::time,
+           (c.last_stop AT TIME ZONE 'Africa/Nairobi')::time,
+           c.on_duty_s, coalesce(c.trips, 0)
+    FROM roster r
+    JOIN tracksolid.devices d ON d.imei = r.imei AND d.is_active
+    LEFT JOIN clock c ON c.day = r.day AND c.imei = r.imei AND c.driver_name = r.driver_name
 $$;
 
 -- ── The views (seed 000 §5) ───────────────────────────────────────────────────────────────
@@ -217,8 +328,16 @@ SELECT * FROM tracksolid.fn_fleet_km_daily('-infinity', 'infinity');
 COMMENT ON VIEW tracksolid.v_fleet_km_daily IS 'seed 000 §5 (§7 panel 5): km per EAT day and cost centre.';
 
 CREATE OR REPLACE VIEW tracksolid.v_alarms_daily AS
-SELECT * FROM tracksolid.fn_alarms_daily('-infinity', 'infinity');
-COMMENT ON VIEW tracksolid.v_alarms_daily IS 'seed 000 §5 (§7 panel 7): alarms per EAT day, type and cost centre.';
+SELECT * FROM tracksolid.fn_alarms_daily('-infinity', 'infinity') WHERE kind = 'alarm';
+COMMENT ON VIEW tracksolid.v_alarms_daily IS
+    'seed 000 §5 (§7 panel 7): alarms per EAT day, type and cost centre, with severity; '
+    'kind alarm only (ignition, geofence in/out... are in v_events_daily; tracksolid.alarm_types).';
+
+CREATE OR REPLACE VIEW tracksolid.v_events_daily AS
+SELECT * FROM tracksolid.fn_alarms_daily('-infinity', 'infinity') WHERE kind = 'event';
+COMMENT ON VIEW tracksolid.v_events_daily IS
+    'Alarm-table rows classified as events (ignition ACC_ON/ACC_OFF, geofence in/out, booting...) '
+    'per EAT day, type and cost centre (tracksolid.alarm_types); never counted as alarms.';
 
 -- Live state of every active vehicle (the base of the live lenses below).
 CREATE OR REPLACE VIEW tracksolid.v_fleet_status_detail AS
@@ -254,7 +373,12 @@ tr AS (
            min(t.start_time) AS first_start, max(t.end_time) AS last_end
     FROM tracksolid.trips t, b WHERE t.start_time >= b.t0 GROUP BY t.imei
 ), al AS (
-    SELECT a.imei, count(*) AS alarms FROM tracksolid.alarms a, b
+    -- alarms vs events by tracksolid.alarm_types (0106); an unknown type is an alarm
+    SELECT a.imei, count(*) FILTER (WHERE coalesce(t.kind, 'alarm') = 'alarm') AS alarms,
+           count(*) FILTER (WHERE t.kind = 'event') AS events
+    FROM tracksolid.alarms a
+    CROSS JOIN b
+    LEFT JOIN tracksolid.alarm_types t ON t.alarm_type = a.alarm_type
     WHERE a.alarm_time >= b.t0 GROUP BY a.imei
 ), idl AS (
     SELECT p.imei, sum(coalesce(p.duration_s,
@@ -267,7 +391,7 @@ SELECT s.imei, s.vehicle_number, s.driver_name, s.cost_centre, s.city, s.vehicle
        coalesce(tr.driving_s, 0) AS driving_time_s_today, tr.vmax AS max_speed_kmh_today,
        coalesce(idl.idle_s, 0) AS idle_s_today, coalesce(al.alarms, 0) AS alarms_today,
        tr.first_start AS first_trip_start, tr.last_end AS last_trip_end,
-       s.gps_time AS last_fix, s.status
+       s.gps_time AS last_fix, s.status, coalesce(al.events, 0) AS events_today
 FROM tracksolid.v_fleet_status_detail s
 LEFT JOIN tr ON tr.imei = s.imei
 LEFT JOIN al ON al.imei = s.imei
@@ -313,6 +437,22 @@ WHERE s.status = 'idle';
 COMMENT ON VIEW tracksolid.v_currently_idle IS
     'seed 000 §5 (§2.2): vehicles with ignition on and not moving now, with since when.';
 
+-- ── The seed 002 views (DATA_FLOW L3) ─────────────────────────────────────────────────────
+
+CREATE OR REPLACE VIEW tracksolid.v_fleet_trace AS
+SELECT * FROM tracksolid.fn_fleet_trace(now() - interval '24 hours', now() + interval '1 minute');
+COMMENT ON VIEW tracksolid.v_fleet_trace IS
+    'seed 002 (DATA_FLOW L3): GPS trail of every active vehicle over the last 24 h — plausible '
+    'fixes in order (seq), driver at each fix, gap_s since the previous fix. Other windows: '
+    'tracksolid.fn_fleet_trace(from, to).';
+
+CREATE OR REPLACE VIEW tracksolid.v_driver_clock_attnd AS
+SELECT * FROM tracksolid.fn_driver_clock_attnd('-infinity', 'infinity');
+COMMENT ON VIEW tracksolid.v_driver_clock_attnd IS
+    'seed 002 (DATA_FLOW L3): per EAT day, every driver assigned to an active vehicle — '
+    'attended (ignition-on activity of theirs that day) or not, clock-in / clock-out (EAT), '
+    'on-duty seconds and trips; the attendance side of v_driver_clock_daily.';
+
 -- ── reporting.* wrappers readable by dashboard_ro (views run with their owner's rights) ──
 
 CREATE OR REPLACE VIEW reporting.v_fleet_today AS SELECT * FROM tracksolid.v_fleet_today;
@@ -332,3 +472,7 @@ CREATE OR REPLACE VIEW reporting.v_driver_clock_today AS
     SELECT * FROM tracksolid.v_driver_clock_today;
 CREATE OR REPLACE VIEW reporting.v_fleet_km_daily AS SELECT * FROM tracksolid.v_fleet_km_daily;
 CREATE OR REPLACE VIEW reporting.v_alarms_daily AS SELECT * FROM tracksolid.v_alarms_daily;
+CREATE OR REPLACE VIEW reporting.v_events_daily AS SELECT * FROM tracksolid.v_events_daily;
+CREATE OR REPLACE VIEW reporting.v_fleet_trace AS SELECT * FROM tracksolid.v_fleet_trace;
+CREATE OR REPLACE VIEW reporting.v_driver_clock_attnd AS
+    SELECT * FROM tracksolid.v_driver_clock_attnd;

@@ -15,7 +15,8 @@
 CREATE OR REPLACE VIEW reporting.v_filter_vehicles AS
 SELECT tracksolid.vehicle_label(d) AS vehicle_number, d.plate_norm, d.vehicle_name, d.imei,
        d.driver_name, d.cost_centre, d.city, d.vehicle_type, d.poll_state,
-       d.poll_state <> 'active' AS push_only
+       d.poll_state <> 'active' AS push_only,
+       d.expiration  -- the SIM / platform subscription's end (device sync; may be NULL)
 FROM tracksolid.devices d
 WHERE d.is_active;
 

@@ -53,8 +53,12 @@ BEGIN
         RAISE EXCEPTION 'unknown cost_centre "%" — see /analytics/filters', v_cc
             USING ERRCODE = '22023';
     END IF;
+    -- a former driver (driver_assignments) is known too: their trips keep their name
     IF v_driver IS NOT NULL AND NOT EXISTS (
-            SELECT 1 FROM tracksolid.devices d WHERE lower(d.driver_name) = lower(v_driver)) THEN
+            SELECT 1 FROM tracksolid.devices d WHERE lower(d.driver_name) = lower(v_driver))
+       AND NOT EXISTS (
+            SELECT 1 FROM tracksolid.driver_assignments a
+            WHERE lower(a.driver_name) = lower(v_driver)) THEN
         RAISE EXCEPTION 'unknown driver "%" — see /analytics/filters', v_driver
             USING ERRCODE = '22023';
     END IF;
@@ -91,7 +95,8 @@ AS $$
                          'imei', v.imei, 'driver_name', v.driver_name,
                          'cost_centre', v.cost_centre, 'city', v.city,
                          'vehicle_type', v.vehicle_type, 'poll_state', v.poll_state,
-                         'push_only', v.push_only) ORDER BY v.vehicle_number), '[]')
+                         'push_only', v.push_only, 'expiration', v.expiration)
+                         ORDER BY v.vehicle_number), '[]')
                      FROM reporting.v_filter_vehicles v),
         'drivers', (SELECT coalesce(json_agg(d.driver_name ORDER BY d.driver_name), '[]')
                     FROM reporting.v_filter_drivers d),
@@ -464,7 +469,7 @@ END
 $$;
 
 -- Fleet KPIs of today (EAT): live status, today's totals, per cost centre, 14-day distance
--- trend, alarms by class, vehicles not moved today, vehicles idling now.
+-- trend, alarms by class and severity (events such as ignition apart), vehicles not moved today, vehicles idling now.
 CREATE OR REPLACE FUNCTION reporting.fn_fleet_summary(p_cost_centre text DEFAULT NULL)
 RETURNS json
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -479,6 +484,11 @@ BEGIN
     today AS (
         SELECT ft.* FROM tracksolid.v_fleet_today ft, cc
         WHERE cc.v IS NULL OR lower(ft.cost_centre) = lower(cc.v)
+    ),
+    day_alarms AS (
+        SELECT a.* FROM tracksolid.fn_alarms_daily(reporting.local_day(now()),
+                                                   reporting.local_day(now())) a, cc
+        WHERE cc.v IS NULL OR lower(a.cost_centre) = lower(cc.v)
     )
     SELECT json_build_object(
         'date', reporting.local_day(now()),
@@ -496,6 +506,7 @@ BEGIN
                 'driving_time_s', coalesce(sum(driving_time_s_today), 0),
                 'idle_s', coalesce(sum(idle_s_today), 0),
                 'alarms', coalesce(sum(alarms_today), 0),
+                'events', coalesce(sum(events_today), 0),
                 'vehicles_moved', count(*) FILTER (WHERE trips_today > 0),
                 'vehicles_not_moved', count(*) FILTER (WHERE trips_today = 0)) FROM today),
         'by_cost_centre', (SELECT coalesce(json_agg(x ORDER BY x.cost_centre NULLS LAST), '[]')
@@ -513,12 +524,19 @@ BEGIN
                                                     reporting.local_day(now())) k, cc
                   WHERE cc.v IS NULL OR lower(k.cost_centre) = lower(cc.v)
                   GROUP BY k.day) x),
+        -- alarms vs events: tracksolid.alarm_types (0106); unknown types are alarms / medium
         'alarms_today', (SELECT coalesce(json_agg(x ORDER BY x.alarms DESC), '[]')
-            FROM (SELECT a.category, sum(a.alarms) AS alarms
-                  FROM tracksolid.fn_alarms_daily(reporting.local_day(now()),
-                                                  reporting.local_day(now())) a, cc
-                  WHERE cc.v IS NULL OR lower(a.cost_centre) = lower(cc.v)
-                  GROUP BY a.category) x),
+            FROM (SELECT a.category, sum(a.alarms) AS alarms FROM day_alarms a
+                  WHERE a.kind = 'alarm' GROUP BY a.category) x),
+        'alarms_by_severity', (SELECT json_object_agg(s.severity, coalesce(n.alarms, 0)
+                                                      ORDER BY s.rank)
+            FROM unnest(ARRAY['critical', 'high', 'medium', 'low', 'info'])
+                     WITH ORDINALITY AS s(severity, rank)
+            LEFT JOIN (SELECT a.severity, sum(a.alarms) AS alarms FROM day_alarms a
+                       WHERE a.kind = 'alarm' GROUP BY a.severity) n USING (severity)),
+        'events_today', (SELECT coalesce(json_agg(x ORDER BY x.events DESC, x.alarm_type), '[]')
+            FROM (SELECT a.alarm_type, max(a.alarm_name) AS name, sum(a.alarms) AS events
+                  FROM day_alarms a WHERE a.kind = 'event' GROUP BY a.alarm_type) x),
         'not_moved_today', (SELECT coalesce(json_agg(x ORDER BY x.vehicle_number), '[]')
             FROM (SELECT n.imei, n.vehicle_number, n.driver_name, n.cost_centre, n.status,
                          n.last_fix, n.last_trip_end, n.days_since_last_trip

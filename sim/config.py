@@ -38,3 +38,6 @@ class SimConfig:
     push_token: str | None = None
     push_interval_s: float = 10.0
     push_openapi_path: str = "/push"
+    # IMEIs whose `jimi.device.track.mileage` answers no trips (their positions are normal):
+    # the "empty trip report" scenario that derived trips fill (issue #15).
+    empty_trip_report: frozenset[str] = frozenset()

@@ -60,6 +60,45 @@ class _DayPlan:
     events: list[tuple[int, str]]
 
 
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """An errand off the day plan (a technician sent to a ticket): from the planned position
+    at `start`, straight to the site at `speed_kmh`, parked there until `leave`, straight back
+    to where the plan is at `back`. Fixes every FIX_INTERVAL_S replace the plan's meanwhile."""
+
+    lat: float
+    lng: float
+    start: int
+    arrive: int
+    leave: int
+    back: int
+    from_lat: float
+    from_lng: float
+    back_lat: float
+    back_lng: float
+    speed_kmh: float
+
+    def position(self, ts: int) -> tuple[float, float, float, bool]:
+        """(lat, lng, speed km/h, moving) at `ts` in [start, back)."""
+        if ts < self.arrive:
+            return (*_between(self.from_lat, self.from_lng, self.lat, self.lng,
+                              (ts - self.start) / max(1, self.arrive - self.start)),
+                    self.speed_kmh, True)  # fmt: skip
+        if ts < self.leave:
+            return self.lat, self.lng, 0.0, False
+        return (*_between(self.lat, self.lng, self.back_lat, self.back_lng,
+                          (ts - self.leave) / max(1, self.back - self.leave)),
+                self.speed_kmh, True)  # fmt: skip
+
+
+def _between(lat0: float, lng0: float, lat1: float, lng1: float, f: float) -> tuple[float, float]:
+    return lat0 + (lat1 - lat0) * f, lng0 + (lng1 - lng0) * f
+
+
+def _bearing(lat0: float, lng0: float, lat1: float, lng1: float) -> float:
+    return math.degrees(math.atan2(lng1 - lng0, lat1 - lat0)) % 360
+
+
 def _path_point(legs: tuple[_Leg, ...], d: float) -> tuple[float, float, float]:
     """(lat, lng, heading) at distance `d` along a trip path."""
     for n, (road, s0, s1) in enumerate(legs):
@@ -122,6 +161,7 @@ class Fleet:
         self._devices = _make_devices(self.config)
         self._by_imei = {d.imei: d for d in self._devices}
         self._detached: set[str] = set()  # devices no account holds (the API answers 1002)
+        self._dispatches: dict[str, list[Dispatch]] = {}  # errands off the plan, by IMEI
         size = max(4096, 3 * len(self._devices) + 1024)
         self._plan = functools.lru_cache(maxsize=size)(self._build_plan)
 
@@ -292,7 +332,51 @@ class Fleet:
         return [trip.idle_start, *range(trip.start, trip.end, FIX_INTERVAL_S), trip.end]
 
     def _fix_at(self, dev: SimDevice, ts: int) -> tuple[SimFix, _Trip]:
-        """Latest fix at or before `ts`, and the trip it belongs to."""
+        """Latest fix at or before `ts` (an errand's when one is under way), and the plan's
+        trip at that time."""
+        plan_fix, trip = self._plan_fix_at(dev, ts)
+        errand = self._dispatch_at(dev.imei, ts)
+        if errand is None:
+            return plan_fix, trip
+        grid = errand.start + (ts - errand.start) // FIX_INTERVAL_S * FIX_INTERVAL_S
+        return self._dispatch_fix(dev, errand, grid), trip
+
+    def _dispatch_at(self, imei: str, ts: int) -> Dispatch | None:
+        return next((d for d in self._dispatches.get(imei, ()) if d.start <= ts < d.back), None)
+
+    def _dispatch_fix(self, dev: SimDevice, d: Dispatch, ts: int) -> SimFix:
+        lat, lng, speed, moving = d.position(ts)
+        if ts < d.arrive:
+            heading = _bearing(d.from_lat, d.from_lng, d.lat, d.lng)
+        else:
+            heading = _bearing(d.lat, d.lng, d.back_lat, d.back_lng)
+        return SimFix(dev.imei, _dt(ts), round(lat, 6), round(lng, 6), round(speed),
+                      round(heading) % 360, acc_on=moving, moving=moving,
+                      satellites=self._sats(dev, ts))  # fmt: skip
+
+    def dispatch(
+        self, imei: str, lat: float, lng: float, start: datetime, dwell_s: int,
+        speed_kmh: float = 30.0,
+    ) -> Dispatch:  # fmt: skip
+        """Send a vehicle to (lat, lng) from `start`: it drives there straight, stays
+        `dwell_s` seconds parked (ignition off), and drives back to its day plan."""
+        dev = self.device(imei)
+        t0 = math.floor(_epoch(start))
+        here, _ = self._plan_fix_at(dev, t0)
+        metres_per_s = speed_kmh / 3.6
+        go = max(FIX_INTERVAL_S, round(haversine_m(here.lat, here.lng, lat, lng) / metres_per_s))
+        arrive, leave = t0 + go, t0 + go + dwell_s
+        later, _ = self._plan_fix_at(dev, leave + go)
+        back = leave + max(
+            FIX_INTERVAL_S, round(haversine_m(lat, lng, later.lat, later.lng) / metres_per_s)
+        )
+        errand = Dispatch(lat, lng, t0, arrive, leave, back, here.lat, here.lng,
+                          later.lat, later.lng, speed_kmh)  # fmt: skip
+        self._dispatches.setdefault(imei, []).append(errand)
+        return errand
+
+    def _plan_fix_at(self, dev: SimDevice, ts: int) -> tuple[SimFix, _Trip]:
+        """Latest fix of the day plan at or before `ts`, and the trip it belongs to."""
         plan = self._plan(dev.index, ts // DAY_S)
         i = bisect.bisect_right(plan.idle_starts, ts) - 1
         if i < 0:
@@ -320,8 +404,15 @@ class Fleet:
                 if trip.end < b or trip.idle_start >= e:
                     continue
                 out.extend(
-                    self._fix(dev, trip, ts) for ts in self._trip_fix_times(trip) if b <= ts < e
+                    self._fix(dev, trip, ts)
+                    for ts in self._trip_fix_times(trip)
+                    if b <= ts < e and self._dispatch_at(imei, ts) is None
                 )
+        for d in self._dispatches.get(imei, ()):
+            times = {*range(d.start, d.back, FIX_INTERVAL_S), d.arrive, d.leave}
+            out.extend(self._dispatch_fix(dev, d, ts) for ts in times if b <= ts < e)
+        if imei in self._dispatches:
+            out.sort(key=lambda f: f.gps_time)
         return out
 
     # ── trips, stops ───────────────────────────────────────────────────────

@@ -528,6 +528,9 @@ class JimiApi:
         rows: list[dict[str, Any]] = []
         totals = []
         for dev in devs:
+            if dev.imei in self.config.empty_trip_report:
+                totals.append({"imei": dev.imei, "totalMileage": "0"})
+                continue
             trips = self.fleet.trips(dev.imei, _dt(begin), _dt(min(end, self.clock())))
             totals.append({"imei": dev.imei, "totalMileage": str(sum(t.distance_m for t in trips))})
             rows.extend(

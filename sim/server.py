@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from sim.config import SimConfig
-from sim.model import Fleet
+from sim.model import Dispatch, Fleet
 from sim.protocol import Faults, JimiApi, SimRequest
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,20 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 self._send_json(400, {"ok": False, "error": str(exc)})
                 return
             self._send_json(200, {"ok": True, **self._sim.faults.as_dict()})
+        elif url.path == "/_sim/dispatch":
+            try:
+                values = json.loads(raw or b"{}")
+                if not isinstance(values, dict):
+                    raise ValueError("body must be a JSON object")
+                errand = self._sim.dispatch(
+                    str(values["imei"]), float(values["lat"]), float(values["lng"]),
+                    int(values.get("dwell_s", 900)), float(values.get("speed_kmh", 30)),
+                )  # fmt: skip
+            except (ValueError, TypeError, KeyError) as exc:
+                self._send_json(400, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+                return
+            self._send_json(200, {"ok": True, "arrive": errand.arrive, "leave": errand.leave,
+                                  "back": errand.back})  # fmt: skip
         elif url.path == "/_sim/expire-tokens":
             self._sim.expire_all_tokens()
             self._send_json(200, {"ok": True})
@@ -134,6 +149,17 @@ class SimServer:
     def clear_requests(self) -> None:
         """Forget recorded calls."""
         self.api.clear_requests()
+
+    def dispatch(
+        self, imei: str, lat: float, lng: float, dwell_s: int = 900, speed_kmh: float = 30.0
+    ) -> Dispatch:
+        """Send a vehicle to a site now (the simulator's clock): see `Fleet.dispatch`."""
+        if not (-90 <= lat <= 90 and -180 <= lng <= 180) or not 0 <= dwell_s <= 86_400:
+            raise ValueError("lat/lng out of range or dwell_s not in 0..86400")
+        if not 1 <= speed_kmh <= 200:
+            raise ValueError("speed_kmh must be between 1 and 200")
+        start = datetime.fromtimestamp(self.api.clock(), UTC)
+        return self.fleet.dispatch(imei, lat, lng, start, dwell_s, speed_kmh)
 
     def expire_all_tokens(self) -> None:
         """Make every issued token invalid (next call answers 1004)."""

@@ -265,7 +265,7 @@ def seed(url: str) -> None:
                 (imei,),
             )
         conn.execute(
-            "INSERT INTO tracksolid.geofences (name, geom) VALUES ('depot',"
+            "INSERT INTO tracksolid.geofences (name, kind, geom) VALUES ('depot', 'depot',"
             " ST_Multi(ST_GeomFromText('POLYGON((36.8 -1.3,36.9 -1.3,36.9 -1.2,36.8 -1.3))',"
             " 4326)))"
         )

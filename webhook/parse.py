@@ -17,9 +17,10 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import cache
+from functools import cache, cached_property
 from typing import Any, NamedTuple
 
+from ingest.quality import QualityRules, coordinate_drop_reason, fix_drop_reason
 from ts_shared import clean, clean_bool, clean_int, clean_num, clean_ts
 
 # ─────────────────────────────────────────────────────────────────────────────
@@ -213,15 +214,22 @@ class ItemError(ValueError):
 
 @dataclass(frozen=True)
 class ParseContext:
-    """What parsing needs from outside: the clock and the future-time limit."""
+    """What parsing needs from outside: the clock and the GPS quality filter's settings
+    (GPS_FILTER_MAX_FUTURE_S, GPS_FILTER_MAX_SPEED_KMH: the poller's rules, ingest/quality.py)."""
 
     now: datetime
     max_future_s: int = 24 * 3600
+    max_speed_kmh: float = 250.0
 
     @property
     def latest(self) -> datetime:
         """The latest acceptable device time."""
         return self.now + timedelta(seconds=self.max_future_s)
+
+    @cached_property
+    def rules(self) -> QualityRules:
+        """The quality filter's rules (built once per context)."""
+        return QualityRules(max_speed_kmh=self.max_speed_kmh, max_future_s=self.max_future_s)
 
 
 @dataclass
@@ -232,8 +240,20 @@ class ParsedDelivery:
     items_ok: int = 0
     rows: dict[type[Any], list[Any]] = field(default_factory=dict)
     devices: dict[str, str | None] = field(default_factory=dict)
-    live: list[LiveRow] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
+    # Implied speed above which a pushed fix is flagged (the store flags in SQL).
+    max_speed_kmh: float = 250.0
+
+    @property
+    def live(self) -> list[LiveRow]:
+        """The newest fix per IMEI, by IMEI: what may move the live marker if it is not a
+        jump (the store decides that in SQL, against the stored track)."""
+        newest: dict[str, PositionRow] = {}
+        for pos in self.rows.get(PositionRow, []):
+            seen = newest.get(pos.imei)
+            if seen is None or pos.gps_time > seen.gps_time:
+                newest[pos.imei] = pos
+        return [LiveRow(*p[:9], source=p.source) for _, p in sorted(newest.items())]
 
     @property
     def items_failed(self) -> int:
@@ -321,10 +341,16 @@ def parse_imei(item: Mapping[str, Any], keys: Sequence[str] = ("deviceImei", "im
 
 
 def parse_time(
-    item: Mapping[str, Any], keys: Sequence[str], ctx: ParseContext, *, required: bool = True
+    item: Mapping[str, Any],
+    keys: Sequence[str],
+    ctx: ParseContext,
+    *,
+    required: bool = True,
+    check_future: bool = True,
 ) -> datetime | None:
     """A UTC time from the first present key; `ItemError` when required and missing, or when
-    present but unparsable, before 2000, or further in the future than the context allows."""
+    present but unparsable, before 2000, or further in the future than the context allows
+    (unless `check_future` is false: GPS fixes leave that to the quality filter)."""
     raw = _first(item, keys)
     if raw is None:
         if required:
@@ -340,18 +366,17 @@ def parse_time(
         return None
     if moment < _EPOCH_FLOOR:
         raise ItemError(f"{keys[0]} {str(raw)[:40]!r} is before 2000")
-    if moment > ctx.latest:
+    if check_future and moment > ctx.latest:
         raise ItemError(f"{keys[0]} {str(raw)[:40]!r} is in the future")
     return moment
 
 
 def valid_point(lat: float | None, lng: float | None) -> bool:
-    """True for a real coordinate: both present, in range, and not the 0,0 "no fix" point."""
+    """True for a real coordinate: both present, in range, and not the 0,0 "no fix" point
+    (the GPS quality filter's coordinate rule, ingest/quality.py)."""
     if lat is None or lng is None:
         return False
-    if not (-90.0 <= lat <= 90.0 and -180.0 <= lng <= 180.0):
-        return False
-    return not (abs(lat) < 1e-6 and abs(lng) < 1e-6)
+    return coordinate_drop_reason(lat, lng) is None
 
 
 def optional_point(lat_raw: Any, lng_raw: Any) -> tuple[float | None, float | None]:
@@ -408,15 +433,22 @@ _GPS_TIME_KEYS = ("gpsTime", "gateTime")
 
 
 def parse_gps(item: Mapping[str, Any], ctx: ParseContext) -> list[Row]:
-    """/pushgps item → position_history row (0,0 and out-of-range fixes are item errors)."""
+    """/pushgps item → position_history row.
+
+    The poller's quality filter decides (ingest/quality.py): a fix it drops (0,0, out of
+    range, too far in the future) is an item error whose reason starts with the same code.
+    Implausible jumps are flagged by the store, against the device's stored track."""
     imei = parse_imei(item)
-    gps_time = parse_time(item, _GPS_TIME_KEYS, ctx)
+    gps_time = parse_time(item, _GPS_TIME_KEYS, ctx, check_future=False)
     assert gps_time is not None
     lat, lng = fast_num(item.get("lat")), fast_num(item.get("lng"))
     if lat is None or lng is None:
         raise ItemError("missing lat/lng")
-    if not valid_point(lat, lng):
-        raise ItemError(f"no usable fix (lat={lat}, lng={lng})")
+    reason = fix_drop_reason(lat, lng, gps_time, ctx.now, ctx.rules)
+    if reason == "future_time":
+        raise ItemError(f"future_time: gpsTime {gps_time:%Y-%m-%d %H:%M:%S} is in the future")
+    if reason is not None:
+        raise ItemError(f"no usable fix ({reason}: lat={lat}, lng={lng})")
     return [
         PositionRow(
             imei=imei,
@@ -798,7 +830,7 @@ def parse_delivery(
     With no parser (an Open-API msgType we do not map) the items are counted as stored raw.
     Rows come out sorted by key so concurrent deliveries lock rows in the same order.
     """
-    out = ParsedDelivery(item_count=len(items))
+    out = ParsedDelivery(item_count=len(items), max_speed_kmh=ctx.max_speed_kmh)
     if parser is None:
         out.items_ok = len(items)
         return out
@@ -824,27 +856,6 @@ def parse_delivery(
             out.devices.setdefault(row.imei, None)
     for table_rows in out.rows.values():
         table_rows.sort(key=lambda r: (r[0], r[1]))
-    positions: list[PositionRow] = out.rows.get(PositionRow, [])
-    newest: dict[str, PositionRow] = {}
-    for pos in positions:
-        seen = newest.get(pos.imei)
-        if seen is None or pos.gps_time > seen.gps_time:
-            newest[pos.imei] = pos
-    out.live = [
-        LiveRow(
-            p.imei,
-            p.gps_time,
-            p.lat,
-            p.lng,
-            p.speed_kmh,
-            p.direction_deg,
-            p.acc_on,
-            p.pos_type,
-            p.satellites,
-            p.source,
-        )
-        for _, p in sorted(newest.items())
-    ]
     return out
 
 

@@ -101,7 +101,11 @@ class PushPipeline:
 
     def context(self) -> ParseContext:
         """Parse context for a delivery written now."""
-        return ParseContext(utcnow(), self._settings.gps_filter_max_future_s)
+        return ParseContext(
+            utcnow(),
+            self._settings.gps_filter_max_future_s,
+            self._settings.gps_filter_max_speed_kmh,
+        )
 
     def start(self) -> None:
         """Start the replayer thread."""

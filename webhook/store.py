@@ -31,6 +31,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from ingest.quality import JUMP_FLAG, jump_sql
 from ts_shared import Settings, utcnow
 from webhook.parse import (
     AlarmRow,
@@ -39,7 +40,6 @@ from webhook.parse import (
     FuelRow,
     HeartbeatRow,
     LbsRow,
-    LiveRow,
     MalformedDeliveryError,
     ObdRow,
     ParseContext,
@@ -159,10 +159,6 @@ _TRIP_TYPES = (
     *("text", "timestamptz", "timestamptz", "float8", "float8", "float8", "float8"),
     *("numeric", "int4", "float4", "float4", "float8", "float8", "float4", "text", "jsonb"),
 )
-_LIVE_TYPES = (
-    *("text", "timestamptz", "float8", "float8", "float4", "int2", "bool", "text", "int2"),
-    "text",
-)
 
 _TABLES: tuple[_Table, ...] = (
     _Table(
@@ -268,7 +264,7 @@ SELECT 'push', %(method)s, %(ok)s, 200,
        CASE WHEN i.id IS NULL THEN 0 ELSE %(rows)s END, %(duration_ms)s, %(error)s,
        jsonb_build_object('inbox_id', i.id, 'items', %(item_count)s::int,
                           'failed', %(items_failed)s::int, 'duplicate', i.id IS NULL,
-                          'spooled', %(spooled)s::bool)
+                          'spooled', %(spooled)s::bool{flagged})
 FROM (SELECT (SELECT inbox_id FROM inbox) AS id) AS i
 WHERE i.id IS NOT NULL OR %(log_duplicate)s
 RETURNING (detail->>'inbox_id')::bigint, true
@@ -286,8 +282,84 @@ def configure_autoregister(per_hour: int) -> None:
     _statement.cache_clear()
 
 
+# Pushed GPS fixes go through the poller's quality filter (ingest/quality.py): the parser
+# dropped 0,0 / out-of-range / future fixes; here each fix is judged against the last
+# plausible fix before it (the device's stored track, then the delivery's own earlier fixes,
+# a flagged one never becoming the reference: the recursion walks each device's fixes in
+# time order, as `flag_jumps` does), stored with `quality_flag`/`implied_speed_kmh`, and only
+# a plausible fix may move the live marker. All inside the delivery's one statement.
+_JUMP_FROM_STORED = jump_sql("f", "r", "%(max_speed)s::float8")
+_JUMP_FROM_PREVIOUS = jump_sql("f", "c", "%(max_speed)s::float8")
+_POSITION_CTES = """
+pin AS (
+    SELECT u.*, row_number() OVER (PARTITION BY u.imei ORDER BY u.gps_time) AS n FROM {rows}
+),
+pchk (imei, n, implied, jump, gps_time, lat, lng) AS (
+    SELECT f.imei, f.n, j.implied, j.jump,
+           CASE WHEN j.jump THEN r.gps_time ELSE f.gps_time END,
+           CASE WHEN j.jump THEN r.lat ELSE f.lat END,
+           CASE WHEN j.jump THEN r.lng ELSE f.lng END
+    FROM pin f
+    -- one index probe per device and delivery: its last plausible stored fix before (0106)
+    LEFT JOIN LATERAL tracksolid.last_plausible_fix(f.imei, f.gps_time) r ON true
+    CROSS JOIN LATERAL (SELECT {stored_speed} AS implied, {stored_jump} AS jump) j
+    WHERE f.n = 1
+    UNION ALL
+    SELECT f.imei, f.n, j.implied, j.jump,
+           CASE WHEN j.jump THEN c.gps_time ELSE f.gps_time END,
+           CASE WHEN j.jump THEN c.lat ELSE f.lat END,
+           CASE WHEN j.jump THEN c.lng ELSE f.lng END
+    FROM pchk c JOIN pin f ON f.imei = c.imei AND f.n = c.n + 1
+    CROSS JOIN LATERAL (SELECT {prev_speed} AS implied, {prev_jump} AS jump) j
+),
+{cte} AS (
+    INSERT INTO tracksolid.position_history ({cols}, implied_speed_kmh, quality_flag)
+    SELECT {fcols}, c.implied::real, CASE WHEN c.jump THEN {flag} END
+    FROM pin f JOIN pchk c ON c.imei = f.imei AND c.n = f.n
+    WHERE EXISTS (SELECT 1 FROM inbox)
+    ON CONFLICT (imei, gps_time) DO NOTHING
+),
+live AS (
+    INSERT INTO tracksolid.live_positions AS lp
+        (imei, gps_time, lat, lng, speed_kmh, direction_deg, acc_on, pos_type, satellites,
+         source, online, updated_at)
+    SELECT DISTINCT ON (f.imei) f.imei, f.gps_time, f.lat, f.lng, f.speed_kmh,
+           f.direction_deg, f.acc_on, f.pos_type, f.satellites, f.source, true, now()
+    FROM pin f JOIN pchk c ON c.imei = f.imei AND c.n = f.n
+    WHERE NOT c.jump AND EXISTS (SELECT 1 FROM inbox)
+    ORDER BY f.imei, f.gps_time DESC
+    ON CONFLICT (imei) DO UPDATE SET
+        gps_time = EXCLUDED.gps_time, lat = EXCLUDED.lat, lng = EXCLUDED.lng,
+        speed_kmh = EXCLUDED.speed_kmh, direction_deg = EXCLUDED.direction_deg,
+        acc_on = EXCLUDED.acc_on, pos_type = EXCLUDED.pos_type,
+        satellites = EXCLUDED.satellites, source = EXCLUDED.source, online = true,
+        updated_at = now()
+    WHERE lp.gps_time < EXCLUDED.gps_time
+)"""
+_FLAGGED_DETAIL = (
+    ", 'flagged', CASE WHEN i.id IS NULL THEN 0 ELSE (SELECT count(*) FROM pchk WHERE jump) END"
+)
+
+
+def _position_ctes(index: int) -> sql.Composed:
+    """CTEs that flag, store and map the pushed fixes (parameter `t<index>`)."""
+    table = _BY_NAME["position_history"]
+    columns: tuple[str, ...] = table.row._fields
+    return sql.SQL(_POSITION_CTES).format(
+        rows=_rows_from_json(f"t{index}", columns, table.types),
+        stored_speed=sql.SQL(_JUMP_FROM_STORED[0]),
+        stored_jump=sql.SQL(_JUMP_FROM_STORED[1]),
+        prev_speed=sql.SQL(_JUMP_FROM_PREVIOUS[0]),
+        prev_jump=sql.SQL(_JUMP_FROM_PREVIOUS[1]),
+        cte=sql.Identifier(f"t{index}"),
+        cols=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+        fcols=sql.SQL(", ").join(sql.Identifier("f", c) for c in columns),
+        flag=sql.Literal(JUMP_FLAG),
+    )
+
+
 @cache
-def _statement(tables: tuple[str, ...], with_live: bool) -> str:
+def _statement(tables: tuple[str, ...]) -> str:
     """The one statement that stores a delivery touching `tables` (rendered once per shape)."""
     ctes: list[sql.Composable] = [sql.SQL(_INBOX_CTE)]
     ctes.append(
@@ -326,6 +398,9 @@ dev_over AS (
         )
     )
     for index, name in enumerate(tables):
+        if name == "position_history":
+            ctes.append(_position_ctes(index))
+            continue
         table = _BY_NAME[name]
         columns: tuple[str, ...] = table.row._fields
         ctes.append(
@@ -345,27 +420,13 @@ dev_over AS (
                 conflict=sql.SQL(table.conflict),
             )
         )
-    if with_live:
-        ctes.append(
-            sql.SQL(
-                """
-live AS (
-    INSERT INTO tracksolid.live_positions AS lp
-        (imei, gps_time, lat, lng, speed_kmh, direction_deg, acc_on, pos_type, satellites,
-         source, online, updated_at)
-    SELECT u.*, true, now() FROM {}
-    WHERE EXISTS (SELECT 1 FROM inbox)
-    ON CONFLICT (imei) DO UPDATE SET
-        gps_time = EXCLUDED.gps_time, lat = EXCLUDED.lat, lng = EXCLUDED.lng,
-        speed_kmh = EXCLUDED.speed_kmh, direction_deg = EXCLUDED.direction_deg,
-        acc_on = EXCLUDED.acc_on, pos_type = EXCLUDED.pos_type,
-        satellites = EXCLUDED.satellites, source = EXCLUDED.source, online = true,
-        updated_at = now()
-    WHERE lp.gps_time < EXCLUDED.gps_time
-)"""
-            ).format(_rows_from_json("live", LiveRow._fields, _LIVE_TYPES))
-        )
-    return sql.SQL("WITH {}{}").format(sql.SQL(",").join(ctes), sql.SQL(_LOG_TAIL)).as_string()
+    positions = "position_history" in tables
+    tail = sql.SQL(_LOG_TAIL).format(flagged=sql.SQL(_FLAGGED_DETAIL if positions else ""))
+    return (
+        sql.SQL("WITH {}{}{}")
+        .format(sql.SQL("RECURSIVE " if positions else ""), sql.SQL(",").join(ctes), tail)
+        .as_string()
+    )
 
 
 def _json_default(value: Any) -> Any:
@@ -427,11 +488,10 @@ def _prepared(
     params["dev"] = _rows_json(sorted(parsed.devices.items()))
     for index, name in enumerate(tables):
         params[f"t{index}"] = _rows_json(parsed.rows[_BY_NAME[name].row])
-    with_live = bool(parsed.live)
-    if with_live:
-        params["live"] = _rows_json(parsed.live)
+    if "position_history" in tables:
+        params["max_speed"] = parsed.max_speed_kmh
     params["duration_ms"] = _elapsed_ms(delivery)
-    return _statement(tables, with_live), params
+    return _statement(tables), params
 
 
 def store_parsed(

@@ -1,0 +1,413 @@
+"""Geofence enter/exit events and out-of-region episodes, set-based in PostGIS.
+
+One incremental pass (`run_pass`), every step one statement over all vehicles at once:
+
+1. **Dirty vehicles** — per IMEI, the earliest `gps_time` of the plausible fixes received
+   since the watermark (`received_at`, database time, minus `WATERMARK_MARGIN`), within
+   GEOFENCE_HORIZON_DAYS; that time minus `RESTART_PAD` is the IMEI's restart point `t0`.
+2. **Undo** — the IMEI's events that were still open or ended after `t0` are deleted; each
+   (IMEI, fence) is recomputed from the entry of its deleted event (else from `t0`), so a
+   visit is always rebuilt whole and late fixes inside an old visit reshape it.
+3. **Membership** — the plausible fixes from there on (`quality_flag IS NULL`), numbered in
+   time order per IMEI, are tested against every fence (`ST_Intersects`, boundary counts as
+   inside, GiST index) and grouped at once into runs of consecutive fixes inside each
+   (IMEI, fence) — one row per run, so the work grows with the fixes, not fences x fixes. For the
+   vehicle's *home* (fences of kind region/city_zone whose city or cost centre is the
+   vehicle's), a fix is *away* when it is in none of them — the virtual fence 0.
+4. **Hysteresis** — consecutive fixes with the same flag form a run; a run *counts* when it
+   has GEOFENCE_MIN_FIXES fixes spanning GEOFENCE_MIN_SECONDS. The state (inside/outside,
+   starting outside) changes only at a run that counts, so jitter across the boundary (runs
+   that do not count) never opens or closes a visit. A visit starts at the first fix of the
+   run that made the state inside, and ends at the first fix of the run that made it outside
+   (NULL while inside); `fixes` counts the fixes inside during it.
+5. New or reshaped fences (`events_computed_at IS NULL`) are computed over the whole horizon
+   for every vehicle (and every home, when a region/city zone changed).
+6. The watermark moves to the pass's start, in the same transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from ts_shared import Settings
+
+Conn = psycopg.Connection[Any]
+log = logging.getLogger(__name__)
+
+WATERMARK_MARGIN = timedelta(minutes=10)  # a transaction open at the last run is not missed
+RESTART_PAD = timedelta(hours=6)  # context re-read before a vehicle's earliest new fix
+HOME_KINDS = ("region", "city_zone")
+WORK_MEM = "64MB"  # for this transaction only: ~500,000 fixes sort in memory
+
+
+@dataclass(frozen=True)
+class FenceParams:
+    """The hysteresis and horizon (Settings `GEOFENCE_*`, docs/configuration.md)."""
+
+    min_fixes: int = 3
+    min_seconds: int = 60
+    horizon_days: int = 7
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> FenceParams:
+        """The parameters a deployment configured."""
+        return cls(s.geofence_min_fixes, s.geofence_min_seconds, s.geofence_horizon_days)
+
+
+@dataclass
+class PassResult:
+    """What one pass did (the job's ingestion_log detail)."""
+
+    dirty_vehicles: int = 0
+    fences_backfilled: int = 0
+    events: int = 0
+    out_of_region: int = 0
+
+
+# IMEIs in the "C" collation: the sorts and joins on them compare bytes, not locale rules.
+_TEMP_TABLES = """
+CREATE TEMP TABLE IF NOT EXISTS gf_dirty (imei text COLLATE "C" PRIMARY KEY,
+    t0 timestamptz NOT NULL) ON COMMIT DROP;
+CREATE TEMP TABLE IF NOT EXISTS gf_start (imei text COLLATE "C", fid bigint, start timestamptz)
+    ON COMMIT DROP;
+CREATE TEMP TABLE IF NOT EXISTS gf_fix (imei text COLLATE "C", rn bigint, t timestamptz,
+    pt geometry) ON COMMIT DROP;
+CREATE TEMP TABLE IF NOT EXISTS gf_hit (imei text COLLATE "C", rn bigint, t timestamptz, fid bigint)
+    ON COMMIT DROP;
+CREATE TEMP TABLE IF NOT EXISTS gf_in (imei text COLLATE "C", fid bigint, rn bigint, t timestamptz)
+    ON COMMIT DROP;
+CREATE TEMP TABLE IF NOT EXISTS gf_run (imei text COLLATE "C", fid bigint, r0 bigint, r1 bigint,
+    first_t timestamptz, last_t timestamptz, n bigint) ON COMMIT DROP;
+CREATE TEMP TABLE IF NOT EXISTS gf_result (imei text COLLATE "C", fid bigint, start_t timestamptz,
+    end_t timestamptz, last_in timestamptz, n_in bigint) ON COMMIT DROP;
+TRUNCATE gf_dirty, gf_start, gf_fix, gf_hit, gf_in, gf_run, gf_result
+"""
+
+DIRTY_SQL = """
+INSERT INTO gf_dirty (imei, t0)
+SELECT p.imei, min(p.gps_time) - %(pad)s
+FROM tracksolid.position_history p
+WHERE p.received_at > %(since)s AND p.gps_time >= %(horizon)s AND p.quality_flag IS NULL
+GROUP BY p.imei
+"""
+
+ALL_SQL = """
+INSERT INTO gf_dirty (imei, t0)
+SELECT DISTINCT p.imei, %(horizon)s::timestamptz
+FROM tracksolid.position_history p
+WHERE p.gps_time >= %(horizon)s AND p.quality_flag IS NULL
+"""
+
+UNDO_EVENTS_SQL = """
+WITH del AS (
+    DELETE FROM tracksolid.geofence_events e USING gf_dirty d
+    WHERE e.imei = d.imei AND (%(fids)s::bigint[] IS NULL OR e.geofence_id = ANY(%(fids)s))
+      AND (e.exited_at IS NULL OR e.exited_at > d.t0)
+    RETURNING e.imei, e.geofence_id, least(e.entered_at, d.t0) AS start
+)
+INSERT INTO gf_start SELECT imei, geofence_id, start FROM del
+"""
+
+UNDO_HOME_SQL = """
+WITH del AS (
+    DELETE FROM tracksolid.out_of_region_events e USING gf_dirty d
+    WHERE e.imei = d.imei AND (e.returned_at IS NULL OR e.returned_at > d.t0)
+    RETURNING e.imei, least(e.left_at, d.t0) AS start
+)
+INSERT INTO gf_start SELECT imei, 0, start FROM del
+"""
+
+# Each vehicle's plausible fixes from its earliest restart point, numbered in time order.
+FIXES_SQL = """
+INSERT INTO gf_fix (imei, rn, t, pt)
+SELECT p.imei, row_number() OVER (PARTITION BY p.imei ORDER BY p.gps_time), p.gps_time,
+       ST_SetSRID(ST_MakePoint(p.lng, p.lat), 4326)
+FROM (SELECT d.imei, least(d.t0, min(s.start)) AS lo
+      FROM gf_dirty d LEFT JOIN gf_start s USING (imei) GROUP BY d.imei, d.t0) d
+JOIN tracksolid.position_history p ON p.imei = d.imei AND p.gps_time >= d.lo
+WHERE p.quality_flag IS NULL
+"""
+
+# Inside runs straight from the spatial join: the fixes inside each (IMEI, fence) from the
+# pair's restart point on, grouped into runs of consecutive fix numbers (rn minus its rank
+# within the pair is constant along a run) — one row per run, not per fix. Driven by the
+# fences: each polygon is prepared once (PostGIS caches it across the rows of one fence) and
+# probes the fixes' GiST index; the other way round (each fix probing the fences' index)
+# re-prepares polygons all the time: 5x slower in bench/bench_geofences.py.
+RUNS_FENCES_SQL = """
+WITH starts AS (SELECT imei, fid, min(start) AS start FROM gf_start GROUP BY imei, fid),
+hit AS (
+    SELECT f.imei, g.geofence_id AS fid, f.rn, f.t
+    FROM tracksolid.geofences g
+    JOIN gf_fix f ON ST_Intersects(g.geom, f.pt)
+    JOIN gf_dirty d ON d.imei = f.imei
+    LEFT JOIN starts s ON s.imei = f.imei AND s.fid = g.geofence_id
+    WHERE (%(fids)s::bigint[] IS NULL OR g.geofence_id = ANY(%(fids)s))
+      AND f.t >= coalesce(s.start, d.t0)
+)
+INSERT INTO gf_run (imei, fid, r0, r1, first_t, last_t, n)
+SELECT imei, fid, min(rn), max(rn), min(t), max(t), count(*)
+FROM (SELECT *, rn - row_number() OVER (PARTITION BY imei, fid ORDER BY rn) AS g FROM hit) x
+GROUP BY imei, fid, g
+"""
+
+# The fixes in some vehicle's home fence (region/city_zone matching a dirty vehicle's city or
+# cost centre) — needed only for the out-of-region episodes.
+HOME_HITS_SQL = """
+WITH home AS (
+    SELECT DISTINCT d.imei, g.geofence_id AS fid
+    FROM gf_dirty x
+    JOIN tracksolid.devices d ON d.imei = x.imei
+    JOIN tracksolid.geofences g ON g.kind IN ('region', 'city_zone')
+         AND (lower(g.city) = lower(d.city) OR lower(g.cost_centre) = lower(d.cost_centre))
+)
+INSERT INTO gf_hit (imei, rn, t, fid)
+SELECT f.imei, f.rn, f.t, g.geofence_id
+FROM tracksolid.geofences g
+JOIN gf_fix f ON ST_Intersects(g.geom, f.pt)
+WHERE g.geofence_id IN (SELECT fid FROM home)
+  AND EXISTS (SELECT 1 FROM home h WHERE h.imei = f.imei AND h.fid = g.geofence_id)
+"""
+
+# Home: the region/city_zone fences matching the vehicle's city or cost centre; a fix in
+# none of them is *away* (inside the virtual fence 0). Vehicles without a home are skipped.
+IN_HOME_SQL = """
+WITH home AS (
+    SELECT d.imei, g.geofence_id AS fid
+    FROM gf_dirty x
+    JOIN tracksolid.devices d ON d.imei = x.imei
+    JOIN tracksolid.geofences g ON g.kind IN ('region', 'city_zone')
+         AND (lower(g.city) = lower(d.city) OR lower(g.cost_centre) = lower(d.cost_centre))
+), starts AS (
+    SELECT x.imei, coalesce(s.start, x.t0) AS start
+    FROM gf_dirty x
+    LEFT JOIN (SELECT imei, min(start) AS start FROM gf_start WHERE fid = 0 GROUP BY imei) s
+           ON s.imei = x.imei
+    WHERE x.imei IN (SELECT imei FROM home)
+)
+INSERT INTO gf_in (imei, fid, rn, t)
+SELECT f.imei, 0, f.rn, f.t
+FROM starts st JOIN gf_fix f ON f.imei = st.imei AND f.t >= st.start
+WHERE NOT EXISTS (SELECT 1 FROM gf_hit h JOIN home USING (imei, fid)
+                  WHERE h.imei = f.imei AND h.rn = f.rn)
+"""
+
+RUNS_HOME_SQL = """
+INSERT INTO gf_run (imei, fid, r0, r1, first_t, last_t, n)
+SELECT imei, fid, min(rn), max(rn), min(t), max(t), count(*)
+FROM (SELECT *, rn - row_number() OVER (PARTITION BY imei, fid ORDER BY rn) AS g FROM gf_in) x
+GROUP BY imei, fid, g
+"""
+
+# Inside runs are consecutive fix numbers (gf_run); the outside runs are the gaps between
+# them (and after the last), read from gf_fix by number — so the work grows with the fixes
+# inside, not with fences x fixes. The state after each run is the flag of the last run that
+# counts (outside before any: the leading outside run changes nothing and is skipped);
+# islands of equal state are visits when inside.
+VISITS_SQL = """
+WITH last AS (
+    SELECT imei, max(rn) AS n FROM gf_fix GROUP BY imei
+), ir AS (
+    SELECT * FROM gf_run
+), gaps AS (
+    SELECT ir.imei, ir.fid, ir.r1 + 1 AS g0,
+           coalesce(lead(ir.r0) OVER (PARTITION BY ir.imei, ir.fid ORDER BY ir.r0) - 1, l.n)
+           AS g1
+    FROM ir JOIN last l USING (imei)
+), runs AS (
+    SELECT imei, fid, true AS inside, first_t, last_t, n FROM ir
+    UNION ALL
+    SELECT g.imei, g.fid, false, f0.t, f1.t, g.g1 - g.g0 + 1
+    FROM gaps g
+    JOIN gf_fix f0 ON f0.imei = g.imei AND f0.rn = g.g0
+    JOIN gf_fix f1 ON f1.imei = g.imei AND f1.rn = g.g1
+    WHERE g.g1 >= g.g0
+), q AS (
+    SELECT *, count(*) FILTER (WHERE n >= %(min_fixes)s AND last_t - first_t >= %(min_span)s)
+                  OVER (PARTITION BY imei, fid ORDER BY first_t) AS qn
+    FROM runs
+), st AS (
+    SELECT *, CASE WHEN qn = 0 THEN false
+                   ELSE first_value(inside) OVER (PARTITION BY imei, fid, qn ORDER BY first_t)
+              END AS state
+    FROM q
+), fl AS (
+    SELECT *, (state <> lag(state, 1, false) OVER (PARTITION BY imei, fid ORDER BY first_t))::int
+              AS flip
+    FROM st
+), isl AS (
+    SELECT *, sum(flip) OVER (PARTITION BY imei, fid ORDER BY first_t) AS island FROM fl
+), islands AS (
+    SELECT imei, fid, island, bool_or(state) AS state, min(first_t) AS start_t,
+           max(last_t) FILTER (WHERE inside) AS last_in, sum(n) FILTER (WHERE inside) AS n_in
+    FROM isl GROUP BY imei, fid, island
+), ev AS (
+    SELECT *, lead(start_t) OVER (PARTITION BY imei, fid ORDER BY island) AS end_t FROM islands
+)
+INSERT INTO gf_result (imei, fid, start_t, end_t, last_in, n_in)
+SELECT imei, fid, start_t, end_t, last_in, n_in FROM ev WHERE state
+"""
+
+WRITE_EVENTS_SQL = """
+INSERT INTO tracksolid.geofence_events AS e
+    (imei, geofence_id, entered_at, exited_at, last_inside_at, dwell_s, fixes)
+SELECT imei, fid, start_t, end_t, last_in,
+       round(extract(epoch FROM coalesce(end_t, last_in) - start_t))::int, n_in
+FROM gf_result WHERE fid > 0
+ON CONFLICT (imei, geofence_id, entered_at) DO UPDATE SET
+    exited_at = EXCLUDED.exited_at, last_inside_at = EXCLUDED.last_inside_at,
+    dwell_s = EXCLUDED.dwell_s, fixes = EXCLUDED.fixes, computed_at = now()
+"""
+
+WRITE_HOME_SQL = """
+INSERT INTO tracksolid.out_of_region_events AS e
+    (imei, left_at, returned_at, last_seen_at, away_s, fixes)
+SELECT imei, start_t, end_t, last_in,
+       round(extract(epoch FROM coalesce(end_t, last_in) - start_t))::int, n_in
+FROM gf_result WHERE fid = 0
+ON CONFLICT (imei, left_at) DO UPDATE SET
+    returned_at = EXCLUDED.returned_at, last_seen_at = EXCLUDED.last_seen_at,
+    away_s = EXCLUDED.away_s, fixes = EXCLUDED.fixes, computed_at = now()
+"""
+
+# Built after the rows are in (cheaper than maintaining them row by row); the statistics
+# leave out the points (PostGIS's geometry statistics cost more than they help here).
+_FIX_INDEXES = """
+CREATE INDEX gf_fix_pt ON gf_fix USING gist (pt);
+CREATE INDEX gf_fix_rn ON gf_fix (imei, rn);
+ANALYZE gf_dirty, gf_start, gf_fix (imei, rn, t)
+"""
+_DROP_INDEXES = "DROP INDEX IF EXISTS gf_fix_pt, gf_fix_rn"
+
+
+def compute(conn: Conn, p: FenceParams, fids: list[int] | None, home: bool) -> tuple[int, int]:
+    """Recompute the events of the vehicles in `gf_dirty` from their `t0` (module doc,
+    steps 2-4): for the fences `fids` (None: every fence) and, with `home`, their
+    out-of-region episodes. Returns (events written, episodes written)."""
+    args: dict[str, Any] = {"fids": fids, "min_fixes": p.min_fixes,
+                            "min_span": timedelta(seconds=p.min_seconds)}  # fmt: skip
+    conn.execute("TRUNCATE gf_start, gf_fix, gf_hit, gf_in, gf_run, gf_result")
+    conn.execute(_DROP_INDEXES)
+    conn.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")  # the window sorts stay in memory
+    steps: list[tuple[str, str, dict[str, Any] | None]] = [
+        ("undo events", UNDO_EVENTS_SQL, args),
+        ("undo home", UNDO_HOME_SQL if home else "", None),
+        ("fixes", FIXES_SQL, None),
+        ("fix indexes", _FIX_INDEXES, None),  # temp tables have no statistics otherwise
+        ("inside runs", RUNS_FENCES_SQL, args),
+        ("home hits", HOME_HITS_SQL if home else "", None),
+        ("away from home", IN_HOME_SQL if home else "", None),
+        ("away runs", RUNS_HOME_SQL if home else "", None),
+        ("analyze", "ANALYZE gf_run", None),
+        ("visits", VISITS_SQL, args),
+        ("write events", WRITE_EVENTS_SQL, None),
+        ("write out-of-region", WRITE_HOME_SQL if home else "", None),
+    ]
+    counts: dict[str, int] = {}
+    for name, query, params in steps:
+        if query:
+            started = time.perf_counter()
+            counts[name] = conn.execute(query, params).rowcount
+            log.debug("%s: %d rows in %.3f s", name, counts[name], time.perf_counter() - started)
+    events, episodes = counts["write events"], counts.get("write out-of-region", 0)
+    return events, episodes
+
+
+def read_watermark(conn: Conn) -> datetime | None:
+    """Up to when (received_at) the previous pass read positions; None: never ran."""
+    row = conn.execute("SELECT received_until FROM tracksolid.geofence_event_state").fetchone()
+    return row[0] if row else None
+
+
+def write_watermark(conn: Conn, until: datetime) -> None:
+    """Move the watermark (in the caller's transaction)."""
+    conn.execute(
+        "INSERT INTO tracksolid.geofence_event_state (singleton, received_until)"
+        " VALUES (true, %s) ON CONFLICT (singleton) DO UPDATE"
+        " SET received_until = EXCLUDED.received_until, updated_at = now()",
+        (until,),
+    )
+
+
+def run_pass(conn: Conn, p: FenceParams, now: datetime) -> PassResult:
+    """One incremental pass (module doc) in one transaction; `now` is the worker's clock
+    (horizon). A failed pass leaves the watermark, so the next one redoes it."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.rollback()
+    autocommit = conn.autocommit
+    conn.autocommit = True
+    try:
+        with conn.transaction():
+            return _run_pass(conn, p, now)
+    finally:
+        conn.autocommit = autocommit
+
+
+def _run_pass(conn: Conn, p: FenceParams, now: datetime) -> PassResult:
+    result = PassResult()
+    horizon = now - timedelta(days=p.horizon_days)
+    started = conn.execute("SELECT now()").fetchone()
+    assert started is not None
+    since = read_watermark(conn)
+    conn.execute(_TEMP_TABLES)
+    fresh = [r[0] for r in conn.execute(
+        "SELECT geofence_id FROM tracksolid.geofences WHERE events_computed_at IS NULL"
+        " ORDER BY 1").fetchall()]  # fmt: skip
+    if since is None:  # first run: everything within the horizon, every fence and home
+        result.dirty_vehicles = conn.execute(ALL_SQL, {"horizon": horizon}).rowcount
+        fresh_home = True
+        fresh_ids: list[int] | None = None
+    else:
+        args = {"since": since - WATERMARK_MARGIN, "horizon": horizon, "pad": RESTART_PAD}
+        result.dirty_vehicles = conn.execute(DIRTY_SQL, args).rowcount
+        _add(result, compute(conn, p, None, True) if result.dirty_vehicles else (0, 0))
+        fresh_ids = fresh
+        fresh_home = bool(fresh) and _touches_home(conn, fresh)
+        if fresh:
+            conn.execute("TRUNCATE gf_dirty")
+            conn.execute(ALL_SQL, {"horizon": horizon})
+    if fresh_ids is None or fresh_ids:
+        if fresh_ids:  # reshaped fences: their older events are stale too
+            conn.execute(
+                "DELETE FROM tracksolid.geofence_events WHERE geofence_id = ANY(%s)", (fresh_ids,)
+            )
+        _add(result, compute(conn, p, fresh_ids, fresh_home))
+    conn.execute(
+        "UPDATE tracksolid.geofences SET events_computed_at = %s WHERE geofence_id = ANY(%s)",
+        (started[0], fresh),
+    )
+    result.fences_backfilled = len(fresh)
+    write_watermark(conn, started[0])
+    return result
+
+
+def _touches_home(conn: Conn, fids: list[int]) -> bool:
+    """Whether any of `fids` is a region or city zone (so homes must be recomputed too).
+    A deleted or re-kinded home fence is caught by `recompute_all` (docs/geofences.md)."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM tracksolid.geofences"
+        " WHERE geofence_id = ANY(%s) AND kind = ANY(%s))",
+        (fids, list(HOME_KINDS)),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def _add(result: PassResult, counts: tuple[int, int]) -> None:
+    result.events += counts[0]
+    result.out_of_region += counts[1]
+
+
+def recompute_all(conn: Conn) -> None:
+    """Forget every event and the watermark: the next pass recomputes the whole horizon
+    (after a registry change of cities / cost centres, or a deleted home fence)."""
+    with conn.transaction():
+        conn.execute("DELETE FROM tracksolid.geofence_events")
+        conn.execute("DELETE FROM tracksolid.out_of_region_events")
+        conn.execute("DELETE FROM tracksolid.geofence_event_state")
+        conn.execute("UPDATE tracksolid.geofences SET events_computed_at = NULL")
