@@ -16,8 +16,6 @@ pattern as dashboard/geofences.py). Errors are `{"detail": "<sentence>"}`.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from typing import Annotated, Any
 
@@ -29,9 +27,15 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from alerts.rules import RuleError, insert_rule, validate_rule
-from dashboard.deps import app_settings, json_from_sql, ro_pool
+from dashboard.deps import (
+    app_settings,
+    json_from_sql,
+    require_admin,
+    ro_pool,
+    with_owner_connection,
+)
 from dashboard.params import ParamError, check_json_depth, filter_value, parse_int, parse_when
-from ts_shared import DatabaseUnavailableError, Settings, make_pool
+from ts_shared import Settings
 
 router = APIRouter(tags=["alerts"])
 
@@ -42,23 +46,9 @@ STATES = ("open", "acked", "resolved")
 
 def require_alerts_admin(request: Request) -> None:
     """403 when ALERTS_ADMIN_KEYS is empty (writes disabled); 401 unless the request carries
-    one of its keys in `X-API-Key` or `Authorization: Bearer` (compared in constant time)."""
-    keys = app_settings(request).alerts_admin_key_list
-    if not keys:
-        raise HTTPException(403, "alert writes are disabled on this server: set"
-                            " ALERTS_ADMIN_KEYS to enable them")  # fmt: skip
-    presented = request.headers.get("x-api-key")
-    auth = request.headers.get("authorization", "")
-    if presented is None and auth.lower().startswith("bearer "):
-        presented = auth[7:].strip()
-    given = hashlib.sha256((presented or "").encode()).digest()
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(given, hashlib.sha256(key.encode()).digest())
-    if presented is None or not matched:
-        raise HTTPException(401, "missing or invalid alerts admin key (ALERTS_ADMIN_KEYS;"
-                            " send X-API-Key or Authorization: Bearer)",
-                            headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+    one of its keys in `X-API-Key` or `Authorization: Bearer` (dashboard.deps.require_admin)."""
+    require_admin(request, app_settings(request).alerts_admin_key_list, "alert",
+                  "ALERTS_ADMIN_KEYS")  # fmt: skip
 
 
 def _small_int(text: str) -> int:
@@ -99,17 +89,7 @@ async def _json_body(request: Request) -> Any:
 
 def _write(settings: Settings, action: Any) -> Any:
     """Run `action(conn)` on the read-write database (one short-lived connection)."""
-    try:
-        pool = make_pool(settings.dsn(), min_size=1, max_size=1, name="alerts_admin",
-                         timeout=10.0, durable=True)  # fmt: skip
-    except DatabaseUnavailableError:
-        raise HTTPException(503, "the database is unavailable, retry shortly",
-                            headers={"Retry-After": "5"}) from None  # fmt: skip
-    try:
-        with pool.connection() as conn:
-            return action(conn)
-    finally:
-        pool.close()
+    return with_owner_connection(settings, "alerts_admin", action)
 
 
 @router.get("/alerts/rules")

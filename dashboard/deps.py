@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fastapi import HTTPException, Request, Response
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from ts_shared import Settings
+from ts_shared import DatabaseUnavailableError, Settings, make_pool
 
 
 def ro_pool(request: Request) -> ConnectionPool:
@@ -47,24 +47,60 @@ def require_api_key(request: Request) -> None:
             headers={"WWW-Authenticate": "Bearer"},
         )
     keys = app_settings(request).api_keys
-    if not keys:
-        return
-    presented = request.headers.get("x-api-key")
-    auth = request.headers.get("authorization", "")
-    if presented is None and auth.lower().startswith("bearer "):
-        presented = auth[7:].strip()
-    # Compare fixed-length digests in constant time, against every key, so timing reveals
-    # neither the key's length nor which key nearly matched.
-    given = hashlib.sha256((presented or "").encode()).digest()
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(given, hashlib.sha256(key.encode()).digest())
-    if presented is None or not matched:
+    if keys and not key_matches(request, keys):
         raise HTTPException(
             status_code=401,
             detail="missing or invalid API key (send X-API-Key or Authorization: Bearer)",
             headers={"WWW-Authenticate": "Bearer"},
         )
+
+
+def key_matches(request: Request, keys: list[str]) -> bool:
+    """True when the request carries one of `keys` in `X-API-Key` or `Authorization: Bearer`.
+
+    Fixed-length digests are compared in constant time against every key, so timing reveals
+    neither the key's length nor which key nearly matched."""
+    presented = request.headers.get("x-api-key")
+    auth = request.headers.get("authorization", "")
+    if presented is None and auth.lower().startswith("bearer "):
+        presented = auth[7:].strip()
+    given = hashlib.sha256((presented or "").encode()).digest()
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(given, hashlib.sha256(key.encode()).digest())
+    return presented is not None and matched
+
+
+def require_admin(request: Request, keys: list[str], what: str, setting: str) -> None:
+    """The write endpoints' check: 401 for a key in the URL, 403 when `setting` holds no key
+    (writes disabled on this server), 401 unless the request carries one of `keys`."""
+    if any(name in request.query_params for name in _KEY_QUERY_NAMES):
+        raise HTTPException(401, "API keys are accepted only in the X-API-Key header (or"
+                            " Authorization: Bearer), never in the URL")  # fmt: skip
+    if not keys:
+        raise HTTPException(403, f"{what} writes are disabled on this server: set {setting}"
+                            " to enable them")  # fmt: skip
+    if not key_matches(request, keys):
+        raise HTTPException(401, f"missing or invalid {what} admin key ({setting}; send"
+                            " X-API-Key or Authorization: Bearer)",
+                            headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+
+
+def with_owner_connection[T](settings: Settings, name: str, action: Callable[[Any], T]) -> T:
+    """Run `action(conn)` on the read-write database (the owner's URL, one short-lived
+    connection): the write endpoints' way, since `dashboard_ro` may not write. 503 while the
+    database is unavailable."""
+    try:
+        pool = make_pool(settings.dsn(), min_size=1, max_size=1, name=name,
+                         timeout=10.0, durable=True)  # fmt: skip
+    except DatabaseUnavailableError:
+        raise HTTPException(503, "the database is unavailable, retry shortly",
+                            headers={"Retry-After": "5"}) from None  # fmt: skip
+    try:
+        with pool.connection() as conn:
+            return action(conn)
+    finally:
+        pool.close()
 
 
 def json_from_sql(

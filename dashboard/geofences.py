@@ -17,8 +17,6 @@ a name that exists 409, a body over 4 MiB 413, not JSON 415.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
@@ -26,15 +24,21 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from psycopg_pool import ConnectionPool
 
-from dashboard.deps import app_settings, json_from_sql, require_api_key, ro_pool
+from dashboard.deps import (
+    app_settings,
+    json_from_sql,
+    require_admin,
+    require_api_key,
+    ro_pool,
+    with_owner_connection,
+)
 from dashboard.params import ParamError, filter_value, parse_int, parse_when
 from geofences import store
 from geofences.geojson import KINDS, MAX_BODY_BYTES, GeofenceError, parse_body
-from ts_shared import DatabaseUnavailableError, Settings, make_pool
+from ts_shared import Settings
 
 router = APIRouter(tags=["geofences"])
 
-_KEY_QUERY_NAMES = ("key", "api_key", "apikey", "token", "access_token")
 _JSON_TYPES = ("application/json", "application/geo+json", "application/vnd.geo+json")
 MAX_LIMIT = 5_000
 MAX_ID = 2**62
@@ -43,25 +47,8 @@ MAX_ID = 2**62
 def require_admin_key(request: Request) -> None:
     """403 when GEOFENCE_ADMIN_KEYS is empty (writes disabled); 401 unless the request
     carries one of its keys in `X-API-Key` or `Authorization: Bearer` (never in the URL)."""
-    if any(name in request.query_params for name in _KEY_QUERY_NAMES):
-        raise HTTPException(401, "API keys are accepted only in the X-API-Key header (or"
-                            " Authorization: Bearer), never in the URL")  # fmt: skip
-    keys = app_settings(request).geofence_admin_key_list
-    if not keys:
-        raise HTTPException(403, "geofence writes are disabled on this server: set"
-                            " GEOFENCE_ADMIN_KEYS to enable them")  # fmt: skip
-    presented = request.headers.get("x-api-key")
-    auth = request.headers.get("authorization", "")
-    if presented is None and auth.lower().startswith("bearer "):
-        presented = auth[7:].strip()
-    given = hashlib.sha256((presented or "").encode()).digest()
-    matched = False
-    for key in keys:  # constant time against every key, as dashboard.deps.require_api_key
-        matched |= hmac.compare_digest(given, hashlib.sha256(key.encode()).digest())
-    if presented is None or not matched:
-        raise HTTPException(401, "missing or invalid geofence admin key (GEOFENCE_ADMIN_KEYS;"
-                            " send X-API-Key or Authorization: Bearer)",
-                            headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+    require_admin(request, app_settings(request).geofence_admin_key_list, "geofence",
+                  "GEOFENCE_ADMIN_KEYS")  # fmt: skip
 
 
 def _param_error(exc: GeofenceError) -> ParamError:
@@ -92,17 +79,7 @@ async def _read_body(request: Request) -> bytes:
 
 def _write(settings: Settings, action: Any) -> Any:
     """Run `action(conn)` on the read-write database (one short-lived connection)."""
-    try:
-        pool = make_pool(settings.dsn(), min_size=1, max_size=1, name="geofence_admin",
-                         timeout=10.0, durable=True)  # fmt: skip
-    except DatabaseUnavailableError:
-        raise HTTPException(503, "the database is unavailable, retry shortly",
-                            headers={"Retry-After": "5"}) from None  # fmt: skip
-    try:
-        with pool.connection() as conn:
-            return action(conn)
-    finally:
-        pool.close()
+    return with_owner_connection(settings, "geofence_admin", action)
 
 
 @router.get("/geofences", dependencies=[Depends(require_api_key)])

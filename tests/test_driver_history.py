@@ -31,6 +31,7 @@ from tests.factories import (
     add_trip,
     refresh_reporting,
 )
+from tests.sim_support import Clock
 from ts_shared import JimiClient
 
 IMEI = "862798050000101"
@@ -226,17 +227,6 @@ def test_periods_never_overlap(pool: ConnectionPool) -> None:
 # ── the device sync against the simulator ──────────────────────────────────────────────────
 
 T = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self, moment: datetime) -> None:
-        self.moment = moment
-
-    def now(self) -> datetime:
-        return self.moment
-
-    def epoch(self) -> float:
-        return self.moment.timestamp()
 
 
 @pytest.fixture

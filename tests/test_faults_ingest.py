@@ -27,7 +27,8 @@ from ingest_worker import ONCE, run_once
 from jimi_sim import SimConfig, SimServer
 from tests import push_factories as f
 from tests.conftest import test_settings
-from tests.test_ingest_worker import Clock, T, make_ingestor, worker_settings
+from tests.sim_support import Clock
+from tests.test_ingest_worker import T, make_ingestor, worker_settings
 from ts_shared import Settings
 from webhook import store
 

@@ -24,6 +24,7 @@ from ingest.jobs import Ingestor
 from ingest_worker import JOB_NAMES, ONCE, run_once
 from jimi_sim import SimConfig, SimServer
 from tests.conftest import ROOT, test_settings
+from tests.sim_support import SIM_CREDENTIALS, Clock
 from ts_shared import JimiClient, Settings
 
 # Production runs TimescaleDB; plain PostgreSQL + PostGIS stays supported: both, every test.
@@ -31,19 +32,6 @@ pytestmark = pytest.mark.both_engines
 
 T = datetime(2026, 11, 24, 13, 0, 0, tzinfo=UTC)  # mid-working-day in EAT
 DAY = timedelta(days=1)
-
-
-class Clock:
-    """A settable clock shared by the simulator and the worker."""
-
-    def __init__(self, moment: datetime) -> None:
-        self.moment = moment
-
-    def now(self) -> datetime:
-        return self.moment
-
-    def epoch(self) -> float:
-        return self.moment.timestamp()
 
 
 @pytest.fixture
@@ -63,10 +51,7 @@ def sim(clock: Clock) -> Iterator[SimServer]:
 def worker_settings(db_url: str, sim: SimServer, **extra: Any) -> Settings:
     values: dict[str, Any] = {
         "tracksolid_api_url": sim.url,
-        "tracksolid_app_key": "demo-app-key",
-        "tracksolid_app_secret": "demo-app-secret",
-        "tracksolid_user_id": "fireside",
-        "tracksolid_user_pwd": "demo-password",
+        **SIM_CREDENTIALS,
         "tracksolid_targets": "fireside,Fireside@HQ,Fireside_MSA",
         "ingest_catchup_days": 1,
         "jimi_max_attempts": 8,

@@ -27,6 +27,7 @@ from ingest.registry import import_registry, parse_active, parse_assigned_from, 
 from jimi_sim import SimConfig, SimServer
 from tests.conftest import ROOT, test_settings
 from tests.factories import add_device, add_live_position
+from tests.sim_support import Clock
 from ts_shared import JimiClient
 
 A, B, C = "862798050000201", "862798050000202", "862798050000203"
@@ -114,17 +115,6 @@ def test_csv_sets_fuel_and_active_and_ignores_only_bad_values(
 
 
 # ── not listed by any account for N days (simulator) ───────────────────────────────────────
-
-
-class Clock:
-    def __init__(self, moment: datetime) -> None:
-        self.moment = moment
-
-    def now(self) -> datetime:
-        return self.moment
-
-    def epoch(self) -> float:
-        return self.moment.timestamp()
 
 
 @pytest.fixture

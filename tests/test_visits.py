@@ -25,6 +25,7 @@ from dashboard_api import create_app
 from ingest.jobs import Ingestor
 from jimi_sim import SimConfig, SimServer
 from tests.conftest import test_settings
+from tests.sim_support import SIM_CREDENTIALS, Clock
 from ts_shared import JimiClient, Settings
 
 pytestmark = pytest.mark.both_engines
@@ -32,17 +33,6 @@ pytestmark = pytest.mark.both_engines
 T = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)  # 13:00 EAT, vehicles on the road
 EAT = timedelta(hours=3)
 DWELL_S = 900
-
-
-class Clock:
-    def __init__(self, moment: datetime) -> None:
-        self.moment = moment
-
-    def now(self) -> datetime:
-        return self.moment
-
-    def epoch(self) -> float:
-        return self.moment.timestamp()
 
 
 @pytest.fixture
@@ -63,10 +53,7 @@ def worker_settings(db_url: str, sim: SimServer) -> Settings:
     return test_settings(
         db_url,
         tracksolid_api_url=sim.url,
-        tracksolid_app_key="demo-app-key",
-        tracksolid_app_secret="demo-app-secret",
-        tracksolid_user_id="fireside",
-        tracksolid_user_pwd="demo-password",
+        **SIM_CREDENTIALS,
         tracksolid_targets="fireside",
         ingest_catchup_days=1,
         vtrips_refresh_interval_s=0,
