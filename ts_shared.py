@@ -331,6 +331,36 @@ class DatabaseUnavailableError(RuntimeError):
     """The database did not accept connections in time (message names host/port/db only)."""
 
 
+_JSON_TOKEN = re.compile(r'[\[\]{}"\\]')
+
+
+def json_too_deep(text: str, limit: int) -> bool:
+    """True when `text` nests arrays/objects deeper than `limit` — a loop over the brackets
+    outside strings, run before `json.loads`, so a hostile body cannot exhaust the stack.
+    The read-API's bodies (dashboard/params.py) and geofence files (geofences/geojson.py)
+    both check with it."""
+    depth = 0
+    in_string = False
+    escaped_at = -1  # index of a character escaped by the backslash before it
+    for token in _JSON_TOKEN.finditer(text):
+        char, at = token.group(), token.start()
+        if at == escaped_at:
+            continue
+        if char == "\\":
+            escaped_at = at + 1
+        elif char == '"':
+            in_string = not in_string
+        elif in_string:
+            continue
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
 def describe_dsn(conninfo: str) -> str:
     """`host:port/dbname` of a connection string, without user or password (for messages)."""
     try:

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from urllib.parse import parse_qs
 
+from ts_shared import json_too_deep
+
 EAT = timezone(timedelta(hours=3), "EAT")
 MAX_TRIP_FEATURES = 50_000  # a browser map with more lines than this is unusable anyway
 MAX_TRACK_HOURS = 168
@@ -64,7 +66,6 @@ _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$", re.ASCII)
 _WHOLE_NUMBER = re.compile(r"^[+-]?[0-9]+$")
 # C0 and C1 controls (NUL, newlines, escapes ...) and lone surrogates.
 _BAD_CHAR = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-_JSON_TOKEN = re.compile(r'[\[\]{}"\\]')
 _NOT_PLATE = re.compile(r"[^0-9A-Za-z]")
 _NO_FILTER = {"", "all", "*"}
 _MAX_DATE_TEXT = 64
@@ -320,27 +321,10 @@ def _check_window(t0: datetime, t1: datetime) -> None:
 
 
 def check_json_depth(text: str, limit: int = MAX_JSON_DEPTH) -> None:
-    """ParamError when `text` nests arrays/objects deeper than `limit` — checked by a loop
-    over the brackets outside strings, so a hostile body cannot exhaust the stack."""
-    depth = 0
-    in_string = False
-    escaped_at = -1  # index of a character escaped by the backslash before it
-    for token in _JSON_TOKEN.finditer(text):
-        char, at = token.group(), token.start()
-        if at == escaped_at:
-            continue
-        if char == "\\":
-            escaped_at = at + 1
-        elif char == '"':
-            in_string = not in_string
-        elif in_string:
-            continue
-        elif char in "[{":
-            depth += 1
-            if depth > limit:
-                raise ParamError(f"the JSON is nested too deeply (more than {limit} levels)")
-        else:
-            depth -= 1
+    """ParamError when `text` nests arrays/objects deeper than `limit` (ts_shared.json_too_deep:
+    checked before parsing, so a hostile body cannot exhaust the stack)."""
+    if json_too_deep(text, limit):
+        raise ParamError(f"the JSON is nested too deeply (more than {limit} levels)")
 
 
 def _loads(text: str, what: str) -> object:

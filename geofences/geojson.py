@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ts_shared import json_too_deep
+
 KINDS = ("depot", "customer_site", "city_zone", "region", "no_go")
 MAX_BODY_BYTES = 4_194_304  # a country outline at 10,000 vertices is ~0.3 MB
 MAX_JSON_DEPTH = 8  # FeatureCollection > features > Feature > geometry > MultiPolygon: 7
@@ -27,7 +29,6 @@ MAX_FEATURES = 1_000
 MAX_TEXT_LEN = 200
 MAX_RADIUS_M = 100_000.0
 _BAD_CHAR = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-_JSON_TOKEN = re.compile(r'[\[\]{}"\\]')
 _KNOWN_PROPS = {"name", "kind", "cost_centre", "city", "radius_m"}
 
 
@@ -94,25 +95,8 @@ def _no_constant(name: str) -> float:
 
 def _check_depth(text: str) -> None:
     """GeofenceError when brackets outside strings nest deeper than MAX_JSON_DEPTH."""
-    depth = 0
-    in_string = False
-    escaped_at = -1
-    for token in _JSON_TOKEN.finditer(text):
-        char, at = token.group(), token.start()
-        if at == escaped_at:
-            continue
-        if char == "\\":
-            escaped_at = at + 1
-        elif char == '"':
-            in_string = not in_string
-        elif in_string:
-            continue
-        elif char in "[{":
-            depth += 1
-            if depth > MAX_JSON_DEPTH:
-                raise GeofenceError(f"the JSON is nested too deeply (more than {MAX_JSON_DEPTH})")
-        else:
-            depth -= 1
+    if json_too_deep(text, MAX_JSON_DEPTH):
+        raise GeofenceError(f"the JSON is nested too deeply (more than {MAX_JSON_DEPTH})")
 
 
 def _features(doc: object) -> list[object]:
