@@ -339,3 +339,32 @@ def s3_settings(db_url: str, s3_endpoint: str) -> Settings:
     for bucket in (settings.tickets_bucket, settings.fuel_bucket, settings.backup_bucket):
         s3.create_bucket(Bucket=bucket)
     return settings
+
+
+def read_only_url(db_url: str) -> str:
+    """The URL of `db_url` as the read-API's role `dashboard_ro` (USAGE on reporting only)."""
+    return psycopg.conninfo.make_conninfo(db_url, options="-c role=dashboard_ro")
+
+
+@pytest.fixture
+def ro_pool(db_url: str) -> Iterator[ConnectionPool]:
+    """Connections that run as `dashboard_ro`, like the read-API's in production."""
+    pool = make_pool(read_only_url(db_url), min_size=1, max_size=2, name="ro")
+    yield pool
+    pool.close()
+
+
+def router_client(router: Any, settings: Settings, pool: ConnectionPool) -> Any:
+    """A TestClient for one read-API router on its own app: the house error handlers, and
+    `app.state` as dashboard_api's lifespan sets it (the read-only pool, the settings)."""
+    from fastapi import FastAPI  # noqa: PLC0415
+    from fastapi.testclient import TestClient  # noqa: PLC0415
+
+    from dashboard.errors import install_error_handlers  # noqa: PLC0415
+
+    app = FastAPI()
+    install_error_handlers(app)
+    app.include_router(router)
+    app.state.ro_pool = pool
+    app.state.settings = settings
+    return TestClient(app)

@@ -34,6 +34,7 @@ from tests.conftest import (
     available_engines,
     create_database,
     drop_database,
+    read_only_url,
     test_settings,
 )
 from ts_shared import JimiClient
@@ -438,7 +439,17 @@ def test_apply_copies_verifies_and_leaves_the_old_database_untouched(
         )
         assert track.status_code == 200, track.text
         doc = track.json()
-        assert doc["summary"]["points_total"] == 24 * 20 - 1  # one fix every 3 min, 5 min ago
+        # Every pre-cutover fix of the answer's own window (one every 3 min: 479 or 480
+        # depending on when in the 3 minutes the request falls).
+        with psycopg.connect(old_url) as old:
+            in_window = old.execute(
+                "SELECT count(*) FROM tracksolid.position_history p"
+                " JOIN tracksolid.devices d USING (imei) WHERE d.vehicle_number = 'KCA 542Q'"
+                " AND p.gps_time BETWEEN %s AND %s",
+                (doc["summary"]["start"], doc["summary"]["end"]),
+            ).fetchone()
+        assert in_window is not None and in_window[0] >= 24 * 20 - 1
+        assert doc["summary"]["points_total"] == in_window[0]
         window = {"start": (NOW - timedelta(days=DAYS + 1)).isoformat(), "end": NOW.isoformat()}
         trips = client.post("/webhook/fleet-dashboard", json={**window, "vehicle": "KCA 542Q"})
         assert trips.status_code == 200, trips.text
@@ -447,7 +458,7 @@ def test_apply_copies_verifies_and_leaves_the_old_database_untouched(
 
     # The staging bridge (compose profile staging-bridge): both URLs are dashboard_ro's, no
     # refresher; it serves the SPAs' three endpoints on the adopted data.
-    ro = psycopg.conninfo.make_conninfo(db_url, options="-c role=dashboard_ro")
+    ro = read_only_url(db_url)
     bridge = test_settings(
         db_url, dashboard_database_url=SecretStr(ro), vtrips_refresh_interval_s=0
     )

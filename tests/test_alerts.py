@@ -40,11 +40,10 @@ from alerts.channels import verify
 from alerts.outbox import deliver_due
 from alerts.run import run_once
 from dashboard import alerts as alerts_api
-from dashboard.errors import install_error_handlers
 from dashboard_api import create_app
 from ingest.jobs import Ingestor
 from ingest_worker import job_table
-from tests.conftest import test_settings
+from tests.conftest import router_client, test_settings
 from tests.factories import add_device, add_ingestion_log, add_live_position, add_track, db_now
 from tests.pgcluster import free_port
 from tests.servers import serve_in_thread
@@ -646,26 +645,9 @@ def test_cli_rules(settings: Settings, pool: ConnectionPool) -> None:
 ADMIN = "alerts-admin-key-0123456789"
 
 
-@pytest.fixture
-def ro_pool(db_url: str) -> Iterator[ConnectionPool]:
-    """Connections that run as `dashboard_ro` (USAGE on reporting only), like production."""
-    p = make_pool(
-        psycopg.conninfo.make_conninfo(db_url, options="-c role=dashboard_ro"),
-        min_size=1,
-        max_size=2,
-        name="ro",
-    )
-    yield p
-    p.close()
-
-
 def make_client(settings: Settings, ro_pool: ConnectionPool) -> TestClient:
-    app = FastAPI()
-    install_error_handlers(app)
-    app.include_router(alerts_api.router)
-    app.state.ro_pool = ro_pool
-    app.state.settings = settings
-    return TestClient(app)
+    client: TestClient = router_client(alerts_api.router, settings, ro_pool)
+    return client
 
 
 def test_api_rules_history_and_ack(

@@ -11,13 +11,11 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from psycopg_pool import ConnectionPool
 
-from dashboard.errors import install_error_handlers
 from dashboard.fuel import router
-from tests.conftest import test_settings
+from tests.conftest import read_only_url, router_client, test_settings
 from ts_shared import Settings, make_pool
 
 EAT = ZoneInfo("Africa/Nairobi")
@@ -159,14 +157,8 @@ def test_daily_view_groups_by_local_day(pool: ConnectionPool, scripted: dict[str
 @pytest.fixture
 def client(db_url: str) -> Iterator[TestClient]:
     """The fuel router on its own app, reading through a dashboard_ro connection."""
-    ro = psycopg.conninfo.make_conninfo(db_url, options="-c role=dashboard_ro")
-    ro_pool = make_pool(ro, min_size=1, max_size=2, name="fuel_api_test")
-    app = FastAPI()
-    install_error_handlers(app)
-    app.include_router(router)
-    app.state.ro_pool = ro_pool
-    app.state.settings = test_settings(db_url)
-    with TestClient(app) as tc:
+    ro_pool = make_pool(read_only_url(db_url), min_size=1, max_size=2, name="fuel_api_test")
+    with router_client(router, test_settings(db_url), ro_pool) as tc:
         yield tc
     ro_pool.close()
 

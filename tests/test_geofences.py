@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
@@ -21,13 +19,12 @@ from psycopg_pool import ConnectionPool
 from pydantic import SecretStr
 
 from dashboard import geofences as geofence_api
-from dashboard.errors import install_error_handlers
 from geofences import __main__ as cli
 from geofences.events import FenceParams, run_pass
 from geofences.geojson import GeofenceError, parse_text
-from tests.conftest import ROOT, test_settings
+from tests.conftest import ROOT, router_client, test_settings
 from tests.factories import add_device, add_track, db_now
-from ts_shared import Settings, make_pool
+from ts_shared import Settings
 
 pytestmark = pytest.mark.both_engines
 
@@ -72,26 +69,9 @@ def run(conn: psycopg.Connection[Any], **params: int) -> Any:
     return run_pass(conn, FenceParams(**params), db_now(conn))
 
 
-@pytest.fixture
-def ro_pool(db_url: str) -> Iterator[ConnectionPool]:
-    """Connections that run as `dashboard_ro` (USAGE on reporting only), like production."""
-    p = make_pool(
-        psycopg.conninfo.make_conninfo(db_url, options="-c role=dashboard_ro"),
-        min_size=1,
-        max_size=2,
-        name="ro",
-    )
-    yield p
-    p.close()
-
-
 def make_client(settings: Settings, ro_pool: ConnectionPool) -> TestClient:
-    app = FastAPI()
-    install_error_handlers(app)
-    app.include_router(geofence_api.router)
-    app.state.ro_pool = ro_pool
-    app.state.settings = settings
-    return TestClient(app)
+    client: TestClient = router_client(geofence_api.router, settings, ro_pool)
+    return client
 
 
 @pytest.fixture

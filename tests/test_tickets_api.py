@@ -3,40 +3,25 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from psycopg_pool import ConnectionPool
 from pydantic import SecretStr
 
 import import_tickets
 from dashboard import tickets
-from dashboard.errors import install_error_handlers
+from tests.conftest import router_client
 from tickets_import.sample import ticket, to_csv
-from ts_shared import Settings, make_pool
+from ts_shared import Settings
 
 
 def eat_text(moment: datetime) -> str:
     return (moment + timedelta(hours=3)).strftime("%Y-%m-%d %H:%M:%S")
-
-
-@pytest.fixture
-def ro_pool(db_url: str) -> Iterator[ConnectionPool]:
-    """Connections that run as `dashboard_ro` (USAGE on reporting only), like production."""
-    p = make_pool(
-        psycopg.conninfo.make_conninfo(db_url, options="-c role=dashboard_ro"),
-        min_size=1,
-        max_size=2,
-        name="ro",
-    )
-    yield p
-    p.close()
 
 
 @pytest.fixture
@@ -92,12 +77,8 @@ def client(
         ["--inc-csv", str(path), "--apply"], settings, pool, out=io.StringIO()
     )
     assert code == 0
-    app = FastAPI()
-    install_error_handlers(app)
-    app.include_router(tickets.router)
-    app.state.ro_pool = ro_pool
-    app.state.settings = settings
-    return TestClient(app)
+    client: TestClient = router_client(tickets.router, settings, ro_pool)
+    return client
 
 
 def ids(collection: dict[str, Any]) -> list[str]:
