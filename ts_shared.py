@@ -385,6 +385,25 @@ def connect_options(conninfo: str, *extra: str) -> str:
     return " ".join(part for part in (str(given), *extra) if part).strip()
 
 
+def with_cli_pool(settings: Settings, name: str, work: Callable[[ConnectionPool], int]) -> int:
+    """A one-shot command's database run: one small durable pool, `work(pool)`'s exit code,
+    and exit code 1 with one log line (the error's type, never its text, which may quote
+    data) when the database is unreachable or a statement fails."""
+    cli_log = logging.getLogger(name)
+    try:
+        pool = make_pool(settings.dsn(), min_size=1, max_size=1, name=name, durable=True)
+    except DatabaseUnavailableError as exc:
+        cli_log.error("%s: %s", name, exc)
+        return 1
+    try:
+        return work(pool)
+    except psycopg.Error as exc:
+        cli_log.error("%s: database error: %s", name, type(exc).__name__)
+        return 1
+    finally:
+        pool.close()
+
+
 def make_pool(
     conninfo: str,
     *,

@@ -23,20 +23,12 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any, TextIO
 
-import psycopg
 from psycopg_pool import ConnectionPool
 
 from alerts import rules as rules_mod
 from alerts.channels import send
 from alerts.run import run_once
-from ts_shared import (
-    DatabaseUnavailableError,
-    Settings,
-    make_pool,
-    setup_logging,
-    split_csv,
-    utcnow,
-)
+from ts_shared import Settings, setup_logging, split_csv, utcnow, with_cli_pool
 
 log = logging.getLogger("alerts")
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_MISSING = 0, 1, 2, 3
@@ -178,18 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(settings.log_level)
     if args.command == "test-channel":
         return run(argv, settings, None)
-    try:
-        pool = make_pool(settings.dsn(), min_size=1, max_size=1, name="alerts", durable=True)
-    except DatabaseUnavailableError as exc:
-        log.error("alerts: %s", exc)
-        return EXIT_FAIL
-    try:
-        return run(argv, settings, pool)
-    except psycopg.Error as exc:
-        log.error("alerts: database error: %s", type(exc).__name__)
-        return EXIT_FAIL
-    finally:
-        pool.close()
+    return with_cli_pool(settings, "alerts", lambda pool: run(argv, settings, pool))
 
 
 if __name__ == "__main__":

@@ -21,12 +21,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-import psycopg
 from psycopg_pool import ConnectionPool
 
 from geofences import events, store
 from geofences.geojson import GeofenceError, parse_body
-from ts_shared import DatabaseUnavailableError, Settings, make_pool, setup_logging, utcnow
+from ts_shared import Settings, setup_logging, utcnow, with_cli_pool
 
 log = logging.getLogger("geofences")
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_MISSING = 0, 1, 2, 3
@@ -114,18 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     build_parser().parse_args(argv)
     settings = Settings()
     setup_logging(settings.log_level)
-    try:
-        pool = make_pool(settings.dsn(), min_size=1, max_size=1, name="geofences", durable=True)
-    except DatabaseUnavailableError as exc:
-        log.error("geofences: %s", exc)
-        return EXIT_FAIL
-    try:
-        return run(argv, settings, pool)
-    except psycopg.Error as exc:
-        log.error("geofences: database error: %s", type(exc).__name__)
-        return EXIT_FAIL
-    finally:
-        pool.close()
+    return with_cli_pool(settings, "geofences", lambda pool: run(argv, settings, pool))
 
 
 if __name__ == "__main__":
