@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 WATERMARK_MARGIN = timedelta(minutes=10)  # a transaction open at the last run is not missed
 RESTART_PAD = timedelta(hours=6)  # context re-read before a vehicle's earliest new fix
 HOME_KINDS = ("region", "city_zone")
-WORK_MEM = "64MB"  # for this transaction only: ~500,000 fixes sort in memory
+WORK_MEM = "256MB"  # for this transaction only: ~500,000 fixes and their hits sort in memory
 
 
 @dataclass(frozen=True)
@@ -77,13 +77,15 @@ CREATE TEMP TABLE IF NOT EXISTS gf_dirty (imei text COLLATE "C" PRIMARY KEY,
 CREATE TEMP TABLE IF NOT EXISTS gf_start (imei text COLLATE "C", fid bigint, start timestamptz)
     ON COMMIT DROP;
 CREATE TEMP TABLE IF NOT EXISTS gf_fix (imei text COLLATE "C", rn bigint, t timestamptz,
-    pt geometry) ON COMMIT DROP;
+    lat double precision, lng double precision, prev_t timestamptz, next_t timestamptz)
+    ON COMMIT DROP;
 CREATE TEMP TABLE IF NOT EXISTS gf_hit (imei text COLLATE "C", rn bigint, t timestamptz, fid bigint)
     ON COMMIT DROP;
-CREATE TEMP TABLE IF NOT EXISTS gf_in (imei text COLLATE "C", fid bigint, rn bigint, t timestamptz)
-    ON COMMIT DROP;
+CREATE TEMP TABLE IF NOT EXISTS gf_in (imei text COLLATE "C", fid bigint, rn bigint, t timestamptz,
+    prev_t timestamptz, next_t timestamptz) ON COMMIT DROP;
 CREATE TEMP TABLE IF NOT EXISTS gf_run (imei text COLLATE "C", fid bigint, r0 bigint, r1 bigint,
-    first_t timestamptz, last_t timestamptz, n bigint) ON COMMIT DROP;
+    first_t timestamptz, last_t timestamptz, n bigint, before_t timestamptz, after_t timestamptz)
+    ON COMMIT DROP;
 CREATE TEMP TABLE IF NOT EXISTS gf_result (imei text COLLATE "C", fid bigint, start_t timestamptz,
     end_t timestamptz, last_in timestamptz, n_in bigint) ON COMMIT DROP;
 TRUNCATE gf_dirty, gf_start, gf_fix, gf_hit, gf_in, gf_run, gf_result
@@ -123,43 +125,62 @@ WITH del AS (
 INSERT INTO gf_start SELECT imei, 0, start FROM del
 """
 
-# Each vehicle's plausible fixes from its earliest restart point, numbered in time order.
+# Each vehicle's plausible fixes from its earliest restart point, numbered in time order, each
+# with the times of the fixes before and after it (NULL after the vehicle's last fix) — so the
+# outside runs between inside runs are known from the runs alone (VISITS_SQL).
 FIXES_SQL = """
-INSERT INTO gf_fix (imei, rn, t, pt)
-SELECT p.imei, row_number() OVER (PARTITION BY p.imei ORDER BY p.gps_time), p.gps_time,
-       ST_SetSRID(ST_MakePoint(p.lng, p.lat), 4326)
+INSERT INTO gf_fix (imei, rn, t, lat, lng, prev_t, next_t)
+SELECT p.imei, row_number() OVER w, p.gps_time, p.lat, p.lng,
+       lag(p.gps_time) OVER w, lead(p.gps_time) OVER w
 FROM (SELECT d.imei, least(d.t0, min(s.start)) AS lo
       FROM gf_dirty d LEFT JOIN gf_start s USING (imei) GROUP BY d.imei, d.t0) d
 JOIN tracksolid.position_history p ON p.imei = d.imei AND p.gps_time >= d.lo
 WHERE p.quality_flag IS NULL
+WINDOW w AS (PARTITION BY p.imei ORDER BY p.gps_time)
 """
 
-# Inside runs straight from the spatial join: the fixes inside each (IMEI, fence) from the
+# Membership through the fences' grid index (tracksolid.geofence_cells, 0602): each fix's cell
+# key at every cell level in use is joined to the cells by equality (a hash join: no spatial
+# index on the fixes, no fence-by-fence probing); a fix in an `inside` cell is in the fence,
+# one in a boundary cell is tested exactly against that cell's small `part` of the fence.
+# Same answer as ST_Intersects(fence, fix) (boundary counts as inside): tests/test_geofences.py.
+_CELL_HITS = """
+    SELECT f.imei, c.geofence_id AS fid, f.rn, f.t, f.prev_t, f.next_t
+    FROM gf_fix f
+    CROSS JOIN (SELECT DISTINCT level FROM tracksolid.geofence_cells
+                WHERE {fence_filter}) lv
+    JOIN tracksolid.geofence_cells c
+      ON c.level = lv.level AND c.cell = tracksolid.geofence_cell_key(f.lat, f.lng, lv.level)
+    WHERE {fence_filter}
+      AND (c.inside OR ST_Intersects(c.part, ST_SetSRID(ST_MakePoint(f.lng, f.lat), 4326)))
+"""
+
+# Inside runs straight from the membership join: the fixes inside each (IMEI, fence) from the
 # pair's restart point on, grouped into runs of consecutive fix numbers (rn minus its rank
-# within the pair is constant along a run) — one row per run, not per fix. Driven by the
-# fences: each polygon is prepared once (PostGIS caches it across the rows of one fence) and
-# probes the fixes' GiST index; the other way round (each fix probing the fences' index)
-# re-prepares polygons all the time: 5x slower in bench/bench_geofences.py.
-RUNS_FENCES_SQL = """
+# within the pair is constant along a run) — one row per run, not per fix.
+RUNS_FENCES_SQL = (
+    """
 WITH starts AS (SELECT imei, fid, min(start) AS start FROM gf_start GROUP BY imei, fid),
 hit AS (
-    SELECT f.imei, g.geofence_id AS fid, f.rn, f.t
-    FROM tracksolid.geofences g
-    JOIN gf_fix f ON ST_Intersects(g.geom, f.pt)
-    JOIN gf_dirty d ON d.imei = f.imei
-    LEFT JOIN starts s ON s.imei = f.imei AND s.fid = g.geofence_id
-    WHERE (%(fids)s::bigint[] IS NULL OR g.geofence_id = ANY(%(fids)s))
-      AND f.t >= coalesce(s.start, d.t0)
+    SELECT h.*
+    FROM ("""
+    + _CELL_HITS.format(fence_filter="(%(fids)s::bigint[] IS NULL OR geofence_id = ANY(%(fids)s))")
+    + """) h
+    JOIN gf_dirty d ON d.imei = h.imei
+    LEFT JOIN starts s ON s.imei = h.imei AND s.fid = h.fid
+    WHERE h.t >= coalesce(s.start, d.t0)
 )
-INSERT INTO gf_run (imei, fid, r0, r1, first_t, last_t, n)
-SELECT imei, fid, min(rn), max(rn), min(t), max(t), count(*)
+INSERT INTO gf_run (imei, fid, r0, r1, first_t, last_t, n, before_t, after_t)
+SELECT imei, fid, min(rn), max(rn), min(t), max(t), count(*), min(prev_t), max(next_t)
 FROM (SELECT *, rn - row_number() OVER (PARTITION BY imei, fid ORDER BY rn) AS g FROM hit) x
 GROUP BY imei, fid, g
 """
+)
 
 # The fixes in some vehicle's home fence (region/city_zone matching a dirty vehicle's city or
 # cost centre) — needed only for the out-of-region episodes.
-HOME_HITS_SQL = """
+HOME_HITS_SQL = (
+    """
 WITH home AS (
     SELECT DISTINCT d.imei, g.geofence_id AS fid
     FROM gf_dirty x
@@ -168,12 +189,13 @@ WITH home AS (
          AND (lower(g.city) = lower(d.city) OR lower(g.cost_centre) = lower(d.cost_centre))
 )
 INSERT INTO gf_hit (imei, rn, t, fid)
-SELECT f.imei, f.rn, f.t, g.geofence_id
-FROM tracksolid.geofences g
-JOIN gf_fix f ON ST_Intersects(g.geom, f.pt)
-WHERE g.geofence_id IN (SELECT fid FROM home)
-  AND EXISTS (SELECT 1 FROM home h WHERE h.imei = f.imei AND h.fid = g.geofence_id)
+SELECT h.imei, h.rn, h.t, h.fid
+FROM ("""
+    + _CELL_HITS.format(fence_filter="geofence_id IN (SELECT fid FROM home)")
+    + """) h
+WHERE EXISTS (SELECT 1 FROM home WHERE home.imei = h.imei AND home.fid = h.fid)
 """
+)
 
 # Home: the region/city_zone fences matching the vehicle's city or cost centre; a fix in
 # none of them is *away* (inside the virtual fence 0). Vehicles without a home are skipped.
@@ -191,43 +213,42 @@ WITH home AS (
            ON s.imei = x.imei
     WHERE x.imei IN (SELECT imei FROM home)
 )
-INSERT INTO gf_in (imei, fid, rn, t)
-SELECT f.imei, 0, f.rn, f.t
+INSERT INTO gf_in (imei, fid, rn, t, prev_t, next_t)
+SELECT f.imei, 0, f.rn, f.t, f.prev_t, f.next_t
 FROM starts st JOIN gf_fix f ON f.imei = st.imei AND f.t >= st.start
 WHERE NOT EXISTS (SELECT 1 FROM gf_hit h JOIN home USING (imei, fid)
                   WHERE h.imei = f.imei AND h.rn = f.rn)
 """
 
 RUNS_HOME_SQL = """
-INSERT INTO gf_run (imei, fid, r0, r1, first_t, last_t, n)
-SELECT imei, fid, min(rn), max(rn), min(t), max(t), count(*)
+INSERT INTO gf_run (imei, fid, r0, r1, first_t, last_t, n, before_t, after_t)
+SELECT imei, fid, min(rn), max(rn), min(t), max(t), count(*), min(prev_t), max(next_t)
 FROM (SELECT *, rn - row_number() OVER (PARTITION BY imei, fid ORDER BY rn) AS g FROM gf_in) x
 GROUP BY imei, fid, g
 """
 
 # Inside runs are consecutive fix numbers (gf_run); the outside runs are the gaps between
-# them (and after the last), read from gf_fix by number — so the work grows with the fixes
-# inside, not with fences x fixes. The state after each run is the flag of the last run that
-# counts (outside before any: the leading outside run changes nothing and is skipped);
-# islands of equal state are visits when inside.
+# them (and after the last): a gap runs from the fix after one inside run (`after_t` of its
+# last fix) to the fix before the next (`before_t` of its first fix) or the vehicle's last fix,
+# so the work grows with the runs, not with the fixes (`last`: each vehicle's last fix, the
+# only one with no next time). The state after each run is the flag of
+# the last run that counts (outside before any: the leading outside run changes nothing and is
+# skipped); islands of equal state are visits when inside. (`after_t` is only read where a
+# gap follows, i.e. the run's last fix is not the vehicle's last, whose next time is NULL.)
 VISITS_SQL = """
 WITH last AS (
-    SELECT imei, max(rn) AS n FROM gf_fix GROUP BY imei
-), ir AS (
-    SELECT * FROM gf_run
+    SELECT imei, rn AS n, t FROM gf_fix WHERE next_t IS NULL
 ), gaps AS (
-    SELECT ir.imei, ir.fid, ir.r1 + 1 AS g0,
-           coalesce(lead(ir.r0) OVER (PARTITION BY ir.imei, ir.fid ORDER BY ir.r0) - 1, l.n)
-           AS g1
-    FROM ir JOIN last l USING (imei)
+    SELECT r.imei, r.fid, r.r1 + 1 AS g0,
+           coalesce(lead(r.r0) OVER w - 1, l.n) AS g1,
+           r.after_t AS first_t,
+           coalesce(lead(r.before_t) OVER w, l.t) AS last_t
+    FROM gf_run r JOIN last l USING (imei)
+    WINDOW w AS (PARTITION BY r.imei, r.fid ORDER BY r.r0)
 ), runs AS (
-    SELECT imei, fid, true AS inside, first_t, last_t, n FROM ir
+    SELECT imei, fid, true AS inside, first_t, last_t, n FROM gf_run
     UNION ALL
-    SELECT g.imei, g.fid, false, f0.t, f1.t, g.g1 - g.g0 + 1
-    FROM gaps g
-    JOIN gf_fix f0 ON f0.imei = g.imei AND f0.rn = g.g0
-    JOIN gf_fix f1 ON f1.imei = g.imei AND f1.rn = g.g1
-    WHERE g.g1 >= g.g0
+    SELECT imei, fid, false, first_t, last_t, g1 - g0 + 1 FROM gaps WHERE g1 >= g0
 ), q AS (
     SELECT *, count(*) FILTER (WHERE n >= %(min_fixes)s AND last_t - first_t >= %(min_span)s)
                   OVER (PARTITION BY imei, fid ORDER BY first_t) AS qn
@@ -276,14 +297,8 @@ ON CONFLICT (imei, left_at) DO UPDATE SET
     away_s = EXCLUDED.away_s, fixes = EXCLUDED.fixes, computed_at = now()
 """
 
-# Built after the rows are in (cheaper than maintaining them row by row); the statistics
-# leave out the points (PostGIS's geometry statistics cost more than they help here).
-_FIX_INDEXES = """
-CREATE INDEX gf_fix_pt ON gf_fix USING gist (pt);
-CREATE INDEX gf_fix_rn ON gf_fix (imei, rn);
-ANALYZE gf_dirty, gf_start, gf_fix (imei, rn, t)
-"""
-_DROP_INDEXES = "DROP INDEX IF EXISTS gf_fix_pt, gf_fix_rn"
+# Temporary tables have no statistics until analysed (the plans of the joins need them).
+_ANALYZE_FIXES = "ANALYZE gf_dirty, gf_start, gf_fix"
 
 
 def compute(conn: Conn, p: FenceParams, fids: list[int] | None, home: bool) -> tuple[int, int]:
@@ -293,13 +308,16 @@ def compute(conn: Conn, p: FenceParams, fids: list[int] | None, home: bool) -> t
     args: dict[str, Any] = {"fids": fids, "min_fixes": p.min_fixes,
                             "min_span": timedelta(seconds=p.min_seconds)}  # fmt: skip
     conn.execute("TRUNCATE gf_start, gf_fix, gf_hit, gf_in, gf_run, gf_result")
-    conn.execute(_DROP_INDEXES)
     conn.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")  # the window sorts stay in memory
+    # JIT compiles these one-off statements for longer than they run; and the runs' GROUP BY
+    # is cheaper hashed than re-sorted (incremental sort) after the window's sort.
+    conn.execute("SET LOCAL jit = off")
+    conn.execute("SET LOCAL enable_incremental_sort = off")
     steps: list[tuple[str, str, dict[str, Any] | None]] = [
         ("undo events", UNDO_EVENTS_SQL, args),
         ("undo home", UNDO_HOME_SQL if home else "", None),
         ("fixes", FIXES_SQL, None),
-        ("fix indexes", _FIX_INDEXES, None),  # temp tables have no statistics otherwise
+        ("analyze fixes", _ANALYZE_FIXES, None),  # temp tables have no statistics otherwise
         ("inside runs", RUNS_FENCES_SQL, args),
         ("home hits", HOME_HITS_SQL if home else "", None),
         ("away from home", IN_HOME_SQL if home else "", None),
