@@ -328,6 +328,9 @@ def compute(conn: Conn, p: FenceParams, fids: list[int] | None, home: bool) -> t
         ("write out-of-region", WRITE_HOME_SQL if home else "", None),
     ]
     counts: dict[str, int] = {}
+    # What a foreign key would do once per visit, once per fence (migration 0603): a fence
+    # deleted meanwhile waits for this pass and then takes its visits along.
+    conn.execute("SELECT 1 FROM tracksolid.geofences FOR KEY SHARE")
     for name, query, params in steps:
         if query:
             started = time.perf_counter()

@@ -158,3 +158,21 @@ def test_cells_follow_reshape_and_delete(db_url: str) -> None:
             "SELECT count(*) FROM tracksolid.geofence_cells WHERE geofence_id = %s", (fid,)
         ).fetchone()
         assert left == (0,)
+
+
+def test_deleting_a_fence_takes_its_visits_along(db_url: str) -> None:
+    """No foreign key on the visits (0603): a statement trigger does the cascade, for one
+    fence or many, and leaves the other fences' visits alone."""
+    with psycopg.connect(db_url) as conn:
+        fids = [insert_fence(conn, f"f{k}", star(-1.29, 36.82 + k / 100, 0.002, [1.0] * 8))
+                for k in range(3)]  # fmt: skip
+        for fid in fids:
+            conn.execute(
+                "INSERT INTO tracksolid.geofence_events (imei, geofence_id, entered_at,"
+                " last_inside_at, dwell_s, fixes) VALUES ('862798050000001', %s, now(), now(),"
+                " 0, 3)",
+                (fid,),
+            )
+        conn.execute("DELETE FROM tracksolid.geofences WHERE geofence_id = ANY(%s)", (fids[:2],))
+        left = conn.execute("SELECT geofence_id FROM tracksolid.geofence_events").fetchall()
+        assert left == [(fids[2],)]
