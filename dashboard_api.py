@@ -41,7 +41,13 @@ from ts_shared import RedactSecretsFilter, Settings, make_pool, setup_logging
 
 log = logging.getLogger(__name__)
 
-OPTIONAL_ROUTERS = ("dashboard.tickets", "dashboard.fuel", "dashboard.visits", "dashboard.alerts")
+OPTIONAL_ROUTERS = (
+    "dashboard.tickets",
+    "dashboard.fuel",
+    "dashboard.visits",
+    "dashboard.alerts",
+    "dashboard.lists",  # trips / stops / alarms lists and their CSV (issue #18)
+)
 
 
 def redact_access_log() -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import sys
@@ -246,6 +247,8 @@ def import_file(
         store.record_rejects(conn, source, parsed.header, rejected)
         if watermark:
             store.advance_watermark(conn, source, len(parsed.rows), reset=reset_watermark)
+        else:
+            store.mark_imported(conn, len(parsed.rows))
         if release:
             store.release_quarantine(conn, source)
     summary.rows_skipped += len(refused)
@@ -675,6 +678,18 @@ def run(
         except (psycopg.Error, feed.FeedListError, geocode.GeocoderFatalError) as exc:
             log.error("import_tickets failed: %s", exc)
             summary.failed.append(type(exc).__name__)
+            if args.apply and not isinstance(exc, geocode.GeocoderFatalError):
+                # the run row of _run_steps was not reached: /health/ingest gets the reason
+                # (a refused geocoder key is the geocode:tickets feed's failure, not this one)
+                record_ingestion(
+                    pool,
+                    source="import",
+                    method="import_tickets",
+                    target="run",
+                    ok=False,
+                    error=f"{type(exc).__name__}: {exc}",
+                    detail=summary.as_dict(),
+                )
         finally:
             with contextlib.suppress(psycopg.Error):
                 if locked and not conn.closed:
@@ -712,22 +727,7 @@ def _run_steps(
             s3=s3 or make_s3_client(settings),
         )
     if args.geocode_clusters or args.geocode_locations:
-        own = geocoder is None
-        coder = geocoder or geocode.Geocoder(
-            settings.geocoder_url,
-            settings.geocoder_key.get_secret_value(),
-            rate_per_s=settings.geocoder_rate_per_s,
-        )
-        try:
-            if args.geocode_clusters:
-                stats = geocode.geocode_clusters(pool, coder, apply=args.apply)
-                log.info("%s%s", stats.line("clusters"), "" if args.apply else " (dry run)")
-            if args.geocode_locations:
-                stats = geocode.geocode_locations(pool, coder, apply=args.apply)
-                log.info("%s%s", stats.line("locations"), "" if args.apply else " (dry run)")
-        finally:
-            if own:
-                coder.close()
+        _geocode(args, pool, settings, geocoder)
     if args.apply:
         # Every --apply run (files or none) records history and freshness (seed 003).
         with conn.transaction():
@@ -745,6 +745,71 @@ def _run_steps(
             error=", ".join(summary.unreadable + summary.failed) or None,
             detail=summary.as_dict(),
         )
+
+
+def _geocode(
+    args: argparse.Namespace,
+    pool: ConnectionPool,
+    settings: Settings,
+    geocoder: geocode.Geocoder | None,
+) -> None:
+    """The --geocode-* passes. With --apply each pass set is one row in ingestion_log (source
+    `geocode`, method `tickets`: the `geocode:tickets` feed of /health/ingest), also when the
+    geocoder refuses the key (the reason is recorded, never the key; the error propagates)."""
+    started = time.monotonic()
+    own = geocoder is None
+    coder = geocoder or geocode.Geocoder(
+        settings.geocoder_url,
+        settings.geocoder_key.get_secret_value(),
+        rate_per_s=settings.geocoder_rate_per_s,
+    )
+    passes: dict[str, geocode.GeocodeStats] = {}
+    try:
+        if args.geocode_clusters:
+            passes["clusters"] = geocode.geocode_clusters(pool, coder, apply=args.apply)
+            log.info(
+                "%s%s", passes["clusters"].line("clusters"), "" if args.apply else " (dry run)"
+            )
+        if args.geocode_locations:
+            passes["locations"] = geocode.geocode_locations(pool, coder, apply=args.apply)
+            log.info(
+                "%s%s", passes["locations"].line("locations"), "" if args.apply else " (dry run)"
+            )
+    except (geocode.GeocoderFatalError, psycopg.Error) as exc:
+        if args.apply:
+            _record_geocode(pool, started, passes, error=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        if own:
+            coder.close()
+    if args.apply:
+        _record_geocode(pool, started, passes, error=None)
+
+
+def _record_geocode(
+    pool: ConnectionPool,
+    started: float,
+    passes: dict[str, geocode.GeocodeStats],
+    *,
+    error: str | None,
+) -> None:
+    """One `geocode`/`tickets` row: ok unless the run stopped or every request failed (the
+    geocoder is down: each query was skipped); rows = places found."""
+    failed = sum(p.failed for p in passes.values())
+    answered = sum(p.ok + p.not_found + p.wrong_city for p in passes.values())
+    if error is None and failed and not answered:
+        error = f"all {failed} geocoder requests failed (see the importer log)"
+    record_ingestion(
+        pool,
+        source="geocode",
+        method="tickets",
+        target=",".join(passes) or None,
+        ok=error is None,
+        rows=sum(p.ok for p in passes.values()),
+        duration_ms=int((time.monotonic() - started) * 1000),
+        error=error,
+        detail={name: dataclasses.asdict(p) for name, p in passes.items()},
+    )
 
 
 def _emit(summary: RunSummary, out: TextIO | None) -> None:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Response
 from psycopg_pool import ConnectionPool
 
 from dashboard.deps import json_from_sql, require_api_key, ro_pool
-from dashboard.params import FuelQuery, parse_fuel_query
+from dashboard.export import csv_response, export_filename
+from dashboard.params import FuelQuery, parse_format, parse_fuel_query
 
 router = APIRouter(tags=["fuel"], dependencies=[Depends(require_api_key)])
 
@@ -57,6 +58,23 @@ SELECT json_build_object(
 )::text
 """
     + _CHECK
+)
+
+# The CSV export: every fill of the range, the JSON fills' columns, streamed (issue #18).
+# check_filters in WHERE is a one-time filter: an unknown filter value fails the first FETCH.
+_FILLS_CSV_SQL = (
+    """
+SELECT f.fill_id AS id, f.filled_at, f.fill_date AS date, f.car, f.vehicle_number, f.imei,
+       f.cost_centre, f.city, f.vehicle_type, f.litres, f.amount_kes, f.price_per_litre_kes,
+       f.odometer_km, f.fuel_type, f.driver, f.department, f.matched_device
+FROM reporting.v_fuel_fills AS f
+WHERE """
+    + _FILTER.format(alias="f", day="fill_date")
+    + """
+  AND reporting.check_filters(%(cost_centre)s, NULL, %(city)s,
+                              ARRAY[%(vehicle)s]::text[], 'vehicle_number', true)
+ORDER BY f.filled_at DESC, f.fill_id
+"""
 )
 
 _FUEL_SQL = (
@@ -149,9 +167,21 @@ def fuel_fills(
     city: CityQ = None,
     vehicle_number: VehicleQ = None,
     limit: Annotated[str | None, Query(description="1-5000, default 1000")] = None,
+    format: Annotated[
+        str | None, Query(description="json (default) or csv (every fill, no limit)")
+    ] = None,
+    accept: Annotated[str | None, Header(description="text/csv = format=csv")] = None,
 ) -> Response:
-    """Fuel fills (newest first) with vehicle, cost centre, city, litres, KES and driver."""
+    """Fuel fills (newest first) with vehicle, cost centre, city, litres, KES and driver.
+    CSV (format=csv or Accept: text/csv) streams every fill of the range, `limit` ignored."""
     query = parse_fuel_query(date_from, date_to, cost_centre, city, vehicle_number, limit)
+    if parse_format(format, accept) == "csv":
+        return csv_response(
+            pool,
+            _FILLS_CSV_SQL,
+            _params(query),
+            export_filename("fuel-fills", query.start, query.end),
+        )
     return json_from_sql(pool, _FILLS_SQL, _params(query))
 
 

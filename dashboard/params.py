@@ -23,6 +23,7 @@ caller gave is kept (`*_text`) so answers can echo it unchanged.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -551,4 +552,173 @@ def parse_fuel_query(
         vehicle_number=vehicle,
         plate=plate,
         limit=parse_int("limit", limit, default=1000, low=1, high=FUEL_MAX_LIMIT),
+    )
+
+
+# ── Lists, exports and track windows (issue #18) ───────────────────────────────────────────
+
+LIST_DEFAULT_LIMIT = 200
+LIST_MAX_LIMIT = 5_000
+LIST_DEFAULT_DAYS = 7  # trips / stops without start: the 7 days up to end
+ALARMS_DEFAULT_HOURS = 24  # alarms without start: the 24 hours up to end
+MAX_CURSOR_LEN = 512
+LIST_KINDS = {"trips": "t", "stops": "s", "alarms": "a"}
+SEVERITIES = ("critical", "high", "medium", "low", "info")
+FORMATS = ("json", "csv")
+_CURSOR_TEXT = re.compile(r"^[A-Za-z0-9_-]+$", re.ASCII)
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """A decoded keyset cursor: the (time, id) of the previous page's last row."""
+
+    time: datetime
+    id: int | str
+
+
+@dataclass(frozen=True)
+class Window:
+    """A half-open time window [start, end) and the EAT days it covers (for file names)."""
+
+    start: datetime
+    end: datetime
+
+    @property
+    def first_day(self) -> date:
+        return self.start.astimezone(EAT).date()
+
+    @property
+    def last_day(self) -> date:
+        return (self.end - timedelta(microseconds=1)).astimezone(EAT).date()
+
+
+def parse_list_limit(value: str | None) -> int:
+    """Page size of the list endpoints, 1-5000 (default 200); more is refused, not clamped,
+    so a client never silently gets fewer rows per page than it asked for."""
+    return parse_int("limit", value, default=LIST_DEFAULT_LIMIT, low=1, high=LIST_MAX_LIMIT)
+
+
+def parse_cursor(value: str | None, kind: str) -> Cursor | None:
+    """Decode the opaque `cursor` of a list (`next_cursor` of the previous page): base64url of
+    the JSON [kind, time, id] built by reporting.list_cursor. Anything else, or the cursor
+    of another list, is refused with one sentence."""
+    text = check_text("cursor", value or "", max_len=MAX_CURSOR_LEN)
+    if not text:
+        return None
+    bad = ParamError("cursor is not a cursor of this list: pass next_cursor of the previous page")
+    if not _CURSOR_TEXT.match(text):
+        raise bad
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("utf-8")
+        data = _loads(raw, "cursor")
+    except (ValueError, ParamError):  # binascii.Error and UnicodeDecodeError are ValueErrors
+        raise bad from None
+    if not (isinstance(data, list) and len(data) == 3 and data[0] == LIST_KINDS.get(kind)):
+        raise bad
+    _, when, key = data
+    if not isinstance(when, str) or not isinstance(key, str):
+        raise bad
+    try:
+        moment = datetime.fromisoformat(when)
+    except ValueError:
+        raise bad from None
+    if moment.tzinfo is None or not MIN_DAY <= moment.date() <= MAX_DAY:
+        raise bad
+    if kind == "stops":  # a text id (imei:start_us:p|i), JSON string
+        return Cursor(moment, check_text("cursor", key))
+    if not _WHOLE_NUMBER.match(key) or len(key) > 20:  # a bigint (kept as text by _loads)
+        raise bad
+    number = int(key)
+    if not -(2**63) <= number < 2**63:  # psycopg would send a numeric: no such function
+        raise bad
+    return Cursor(moment, number)
+
+
+def parse_bool(name: str, value: str | None, *, default: bool = False) -> bool:
+    """true / false (also 1/0, yes/no, on/off); `default` when absent or empty."""
+    text = check_text(name, value or "", max_len=16).lower()
+    if not text:
+        return default
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ParamError(f"{name} must be true or false (got {shown(text)})")
+
+
+def parse_list_values(name: str, value: str | None) -> list[str] | None:
+    """A comma-separated filter (alarm_type=1,overSpeed): each value checked, None = all."""
+    if value is None:
+        return None
+    found = [v for part in value.split(",") if (v := filter_value(part, name)) is not None]
+    return list(dict.fromkeys(found)) or None
+
+
+def parse_severities(value: str | None) -> list[str] | None:
+    """Alarm severities, comma-separated, each one of SEVERITIES; None = all."""
+    found = parse_list_values("severity", value)
+    for item in found or ():
+        if item.lower() not in SEVERITIES:
+            raise ParamError(f"severity must be one of {', '.join(SEVERITIES)} (got {shown(item)})")
+    return [item.lower() for item in found] if found else None
+
+
+def parse_format(value: str | None, accept: str | None) -> str:
+    """`json` or `csv`: the `format` parameter wins; without it, an Accept header that names
+    text/csv (with a q above 0) asks for CSV. Anything else is JSON."""
+    text = check_text("format", value or "", max_len=16).lower()
+    if text:
+        if text not in FORMATS:
+            raise ParamError(f"format must be json or csv (got {shown(text)})")
+        return text
+    for part in (accept or "")[:1000].split(","):
+        media, _, params = part.partition(";")
+        if media.strip().lower() == "text/csv" and not re.search(
+            r"(?:^|;)\s*q\s*=\s*0(?:\.0*)?\s*(?:;|$)", params
+        ):
+            return "csv"
+    return "json"
+
+
+def parse_window(
+    start: str | None,
+    end: str | None,
+    *,
+    default: timedelta,
+    max_span: timedelta = timedelta(days=MAX_RANGE_DAYS),
+    now: datetime | None = None,
+) -> Window:
+    """The window [start, end) of a list, an export or a track: YYYY-MM-DD (EAT day; a
+    date-only end includes that day) or ISO-8601 (naive = EAT). Without end: now; without
+    start: `default` before end. start must be before end; the span at most `max_span`."""
+    start_text = _date_text("start", start) or None
+    end_text = _date_text("end", end) or None
+    t0 = parse_when("start", start_text)
+    t1 = parse_when("end", end_text, is_end=True) or now or datetime.now(EAT)
+    t0 = t0 or t1 - default
+    if t1 <= t0:
+        raise ParamError(
+            f"end ({end_text or 'now'}) must be after start ({start_text or t0.isoformat()})"
+        )
+    if t1 - t0 > max_span:
+        if max_span == timedelta(days=MAX_RANGE_DAYS):
+            _check_window(t0, t1)
+        hours = int(max_span / timedelta(hours=1))
+        raise ParamError(f"the window is limited to {hours} hours ({max_span.days} days)")
+    return Window(t0, t1)
+
+
+def parse_track_window(
+    start: str | None, end: str | None, hours: int, *, now: datetime | None = None
+) -> Window:
+    """The range track's window: start/end as parse_window, at most MAX_TRACK_HOURS; the
+    `hours` before end when only end is given."""
+    return parse_window(
+        start,
+        end,
+        default=timedelta(hours=hours),
+        max_span=timedelta(hours=MAX_TRACK_HOURS),
+        now=now,
     )

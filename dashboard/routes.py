@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from psycopg.abc import Buffer
 from psycopg.adapt import Loader
@@ -23,6 +23,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from starlette.types import Message
 
 from dashboard.deps import json_from_sql, require_api_key, ro_pool
+from dashboard.export import csv_response, export_filename
 from dashboard.params import (
     MAX_BODY_BYTES,
     MAX_FIELDS,
@@ -34,11 +35,17 @@ from dashboard.params import (
     parse_body,
     parse_day_range,
     parse_expiring_days,
+    parse_format,
     parse_hours,
+    parse_track_window,
     parse_trip_query,
 )
 
 Pool = Annotated[ConnectionPool, Depends(ro_pool)]
+FormatQ = Annotated[
+    str | None, Query(description="json (default) or csv (one row per day and vehicle/driver)")
+]
+AcceptH = Annotated[str | None, Header(description="text/csv asks for CSV like format=csv")]
 
 data_router = APIRouter(dependencies=[Depends(require_api_key)])
 health_router = APIRouter(tags=["health"])
@@ -154,12 +161,29 @@ def vehicle_track(
         str | None, Query(description="plate in any spelling ('KCA 542Q', 'kca542q') or IMEI")
     ] = None,
     hours: Annotated[str | None, Query(description="1-168, default 24")] = None,
+    start: Annotated[
+        str | None,
+        Query(description="YYYY-MM-DD (EAT day) or ISO-8601 (naive = EAT); with end, ≤ 7 days"),
+    ] = None,
+    end: Annotated[
+        str | None,
+        Query(description="YYYY-MM-DD (that EAT day included) or ISO-8601; default now"),
+    ] = None,
 ) -> Response:
-    """Track of one vehicle over the last `hours` (`reporting.fn_vehicle_track`)."""
+    """Track of one vehicle over the last `hours`, or in the window [start, end)
+    (`reporting.fn_vehicle_track` / `fn_vehicle_track_range`). With only `end`, the window is
+    the `hours` before it."""
     vehicle = filter_value(vehicle_number, "vehicle_number")
     if vehicle is None:
         raise ParamError('vehicle_number is required (a plate such as "KCA 542Q" or an IMEI)')
     hours_n = parse_hours(hours)
+    if (start or "").strip() or (end or "").strip():
+        window = parse_track_window(start, end, hours_n)
+        return json_from_sql(
+            pool,
+            "SELECT reporting.fn_vehicle_track_range(%s, %s, %s)::text",
+            (vehicle, window.start, window.end),
+        )
     return json_from_sql(
         pool, "SELECT reporting.fn_vehicle_track(%s, %s)::text", (vehicle, hours_n)
     )
@@ -246,11 +270,21 @@ def utilisation(
     ] = None,
     cost_centre: str | None = None,
     vehicle_number: str | None = None,
+    format: FormatQ = None,
+    accept: AcceptH = None,
 ) -> Response:
-    """Driving vs idle (ignition on, not moving) vs parked time (`reporting.fn_utilisation`)."""
+    """Driving vs idle (ignition on, not moving) vs parked time (`reporting.fn_utilisation`);
+    CSV: one row per vehicle and day (`reporting.fn_utilisation_rows`)."""
     first, last = parse_day_range(start, end)
     cc = filter_value(cost_centre, "cost_centre")
     vehicle = filter_value(vehicle_number, "vehicle_number")
+    if parse_format(format, accept) == "csv":
+        return csv_response(
+            pool,
+            "SELECT * FROM reporting.fn_utilisation_rows(%s, %s, %s, %s)",
+            (first, last, cc, vehicle),
+            export_filename("utilisation", first, last),
+        )
     return json_from_sql(
         pool,
         "SELECT reporting.fn_utilisation(%s, %s, %s, %s)::text",
@@ -273,10 +307,20 @@ def driver_behaviour(
         str | None, Query(description="last day YYYY-MM-DD (EAT); default today")
     ] = None,
     cost_centre: str | None = None,
+    format: FormatQ = None,
+    accept: AcceptH = None,
 ) -> Response:
-    """Aggression index and driver clock (`reporting.fn_driver_behaviour`)."""
+    """Aggression index and driver clock (`reporting.fn_driver_behaviour`); CSV: one row per
+    day, vehicle and driver (`reporting.fn_driver_behaviour_rows`)."""
     first, last = parse_day_range(start, end)
     cc = filter_value(cost_centre, "cost_centre")
+    if parse_format(format, accept) == "csv":
+        return csv_response(
+            pool,
+            "SELECT * FROM reporting.fn_driver_behaviour_rows(%s, %s, %s)",
+            (first, last, cc),
+            export_filename("driver-behaviour", first, last),
+        )
     return json_from_sql(
         pool,
         "SELECT reporting.fn_driver_behaviour(%s, %s, %s)::text",

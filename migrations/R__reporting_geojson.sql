@@ -177,31 +177,40 @@ END
 $$;
 
 -- ── Track of one vehicle ───────────────────────────────────────────────────────────────────
--- A LineString of the fixes of the last `p_hours` (1–168) plus start/end points. Fixes flagged
--- by the ingest quality filter (quality_flag) are left out. Above `p_max_points` the line is
--- thinned evenly (first and last fix kept); the summary reports it. `times` / `speeds_kmh`
--- are aligned with the coordinates for playback. Distance is the haversine sum of all fixes.
-CREATE OR REPLACE FUNCTION reporting.fn_vehicle_track(
-    p_vehicle_number text, p_hours integer DEFAULT 24, p_max_points integer DEFAULT 20000)
+-- A LineString of the fixes in the window [p_start, p_end) (at most 7 days, issue #18) plus
+-- start/end points. Fixes flagged by the ingest quality filter (quality_flag) are left out.
+-- Above `p_max_points` the line is thinned evenly (first and last fix kept); the summary
+-- reports it. `times` / `speeds_kmh` are aligned with the coordinates for playback. Distance
+-- is the haversine sum of all fixes. summary.hours is the window's length in hours.
+CREATE OR REPLACE FUNCTION reporting.fn_vehicle_track_range(
+    p_vehicle_number text, p_start timestamptz, p_end timestamptz,
+    p_max_points integer DEFAULT 20000)
 RETURNS json
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, public
 SET TimeZone = 'UTC'
 AS $$
 DECLARE
-    dev    tracksolid.devices%ROWTYPE;
-    t1     timestamptz := now();
-    t0     timestamptz;
-    result json;
+    dev     tracksolid.devices%ROWTYPE;
+    t0      timestamptz := p_start;
+    t1      timestamptz := p_end;
+    v_hours numeric;
+    result  json;
 BEGIN
     IF reporting.filter_value(p_vehicle_number) IS NULL THEN
         RAISE EXCEPTION 'vehicle_number is required (a plate such as "KCA 542Q" or an IMEI)'
             USING ERRCODE = '22023';
     END IF;
-    IF p_hours IS NULL OR p_hours < 1 OR p_hours > 168 THEN
-        RAISE EXCEPTION 'hours must be between 1 and 168 (got %)', coalesce(p_hours::text, 'null')
-            USING ERRCODE = '22023';
+    IF t0 IS NULL OR t1 IS NULL THEN
+        RAISE EXCEPTION 'start and end are required' USING ERRCODE = '22023';
     END IF;
+    IF t1 <= t0 THEN
+        RAISE EXCEPTION 'end (%) must be after start (%)', t1, t0 USING ERRCODE = '22023';
+    END IF;
+    IF t1 - t0 > interval '7 days' THEN
+        RAISE EXCEPTION 'a track spans at most 7 days (168 hours)' USING ERRCODE = '22023';
+    END IF;
+    v_hours := trim_scale(round(extract(epoch FROM t1 - t0) / 3600, 2));
     IF p_max_points IS NULL OR p_max_points < 2 THEN
         RAISE EXCEPTION 'max_points must be at least 2' USING ERRCODE = '22023';
     END IF;
@@ -214,7 +223,6 @@ BEGIN
         RAISE EXCEPTION 'unknown vehicle_number "%" — see /analytics/filters',
             btrim(p_vehicle_number) USING ERRCODE = '22023';
     END IF;
-    t0 := t1 - make_interval(hours => p_hours);
 
     WITH fixes AS (
         SELECT ph.gps_time, ph.lat, ph.lng, ph.speed_kmh,
@@ -223,7 +231,7 @@ BEGIN
                lag(ph.lat) OVER (ORDER BY ph.gps_time) AS plat,
                lag(ph.lng) OVER (ORDER BY ph.gps_time) AS plng
         FROM tracksolid.position_history ph
-        WHERE ph.imei = dev.imei AND ph.gps_time >= t0 AND ph.gps_time <= t1
+        WHERE ph.imei = dev.imei AND ph.gps_time >= t0 AND ph.gps_time < t1
           AND ph.quality_flag IS NULL
     ), stats AS (
         SELECT count(*) AS n, min(gps_time) AS first_at, max(gps_time) AS last_at,
@@ -248,7 +256,7 @@ BEGIN
         FROM kept k
     ), excluded AS (
         SELECT count(*) AS n FROM tracksolid.position_history ph
-        WHERE ph.imei = dev.imei AND ph.gps_time >= t0 AND ph.gps_time <= t1
+        WHERE ph.imei = dev.imei AND ph.gps_time >= t0 AND ph.gps_time < t1
           AND ph.quality_flag IS NOT NULL
     )
     SELECT json_build_object(
@@ -285,7 +293,7 @@ BEGIN
         'summary', json_build_object(
             'imei', dev.imei, 'vehicle_number', tracksolid.vehicle_label(dev),
             'driver_name', dev.driver_name, 'cost_centre', dev.cost_centre,
-            'hours', p_hours, 'start', t0, 'end', t1,
+            'hours', v_hours, 'start', t0, 'end', t1,
             'points_total', s.n, 'points_returned', l.kept_n,
             'points_excluded_flagged', e.n,
             'capped', s.n > p_max_points, 'cap', p_max_points,
@@ -295,6 +303,24 @@ BEGIN
     INTO result
     FROM stats s, line l, excluded e;
     RETURN result;
+END
+$$;
+
+-- The track of the last `p_hours` (1–168) up to now: the window (now - p_hours, now].
+CREATE OR REPLACE FUNCTION reporting.fn_vehicle_track(
+    p_vehicle_number text, p_hours integer DEFAULT 24, p_max_points integer DEFAULT 20000)
+RETURNS json
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    IF p_hours IS NULL OR p_hours < 1 OR p_hours > 168 THEN
+        RAISE EXCEPTION 'hours must be between 1 and 168 (got %)', coalesce(p_hours::text, 'null')
+            USING ERRCODE = '22023';
+    END IF;
+    -- end just after now(): a fix stamped exactly now is still in the window
+    RETURN reporting.fn_vehicle_track_range(p_vehicle_number,
+        now() - make_interval(hours => p_hours), now() + interval '1 microsecond',
+        p_max_points);
 END
 $$;
 
@@ -678,38 +704,14 @@ BEGIN
 END
 $$;
 
--- Ingest health for GET /health/ingest: the rows of v_ingest_health and the worst status.
-CREATE OR REPLACE FUNCTION reporting.fn_ingest_health()
-RETURNS json
-LANGUAGE sql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, public
-SET TimeZone = 'UTC'
-AS $$
-    SELECT json_build_object(
-        'status', CASE
-            WHEN count(*) = 0 THEN 'no_data'
-            WHEN bool_or(h.status = 'failing') THEN 'failing'
-            WHEN bool_or(h.status = 'stale') THEN 'stale'
-            ELSE 'ok' END,
-        'feeds', coalesce(json_agg(h ORDER BY h.source, h.method), '[]'),
-        -- devices by poll state: push_only = unknown_to_api (not polled; data by push only)
-        'devices', (SELECT json_build_object(
-                        'active', count(*) FILTER (WHERE d.poll_state = 'active'),
-                        'push_only', count(*) FILTER (WHERE d.poll_state <> 'active'),
-                        'push_only_imeis', coalesce((array_agg(d.imei ORDER BY d.imei)
-                            FILTER (WHERE d.poll_state <> 'active'))[1:100], '{}'),
-                        'unregistered_last_hour', (SELECT count(*)
-                            FROM tracksolid.push_unregistered p
-                            WHERE p.last_seen_at > now() - interval '1 hour'))
-                    FROM tracksolid.devices d WHERE d.is_active),
-        'generated_at', now())
-    FROM reporting.v_ingest_health h
-$$;
+-- reporting.fn_ingest_health() (GET /health/ingest) lives in R__health.sql (issue #18).
 
 -- The definer functions are for the roles the runner grants (dashboard_ro, the owner role),
 -- not for everyone.
 REVOKE EXECUTE ON FUNCTION reporting.fn_live_positions(text, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION reporting.fn_vehicle_track(text, integer, integer) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION reporting.fn_vehicle_track_range(text, timestamptz, timestamptz, integer)
+    FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION reporting.fn_trips_for_map(text[], text, text, text, timestamptz,
                                                       timestamptz, integer, boolean) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION reporting.fn_trips_for_map_text(text[], text, text, text, timestamptz,
@@ -721,4 +723,3 @@ REVOKE EXECUTE ON FUNCTION reporting.fn_filter_options() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION reporting.fn_fleet_summary(text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION reporting.fn_utilisation(date, date, text, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION reporting.fn_driver_behaviour(date, date, text) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION reporting.fn_ingest_health() FROM PUBLIC;

@@ -374,7 +374,8 @@ def test_health_and_ingest_health(client: TestClient) -> None:
     doc = client.get("/health/ingest").json()
     assert doc["status"] == "failing"
     feeds = {(f["source"], f["method"]): f for f in doc["feeds"]}
-    assert ("job", "refresh_cagg") not in feeds  # only API methods and push paths
+    # every feed, jobs included (issue #18; tests/test_health_feeds.py covers the rest)
+    assert feeds[("job", "refresh_cagg")]["feed"] == "job:refresh_cagg"
     assert feeds[("api", "jimi.user.device.location.list")]["status"] == "ok"
     assert feeds[("api", "jimi.device.alarm.list")]["status"] == "stale"
     track = feeds[("api", "jimi.device.track.list")]

@@ -151,6 +151,21 @@ def advance_watermark(
     )
 
 
+def mark_imported(conn: psycopg.Connection[Any], rows: int) -> None:
+    """Record that a local file (--inc-csv) was committed: the INC freshness
+    (`last_import_at`) moves as for a bucket file, the watermark does not (a local file has
+    no place in the bucket's key order)."""
+    conn.execute(
+        """
+        INSERT INTO tickets.import_meta AS m (feed, last_import_at, last_file_rows, updated_at)
+        VALUES (%(feed)s, now(), %(rows)s, now())
+        ON CONFLICT (feed) DO UPDATE SET
+            last_import_at = now(), last_file_rows = EXCLUDED.last_file_rows, updated_at = now()
+        """,
+        {"feed": FEED, "rows": rows},
+    )
+
+
 def mark_run(conn: psycopg.Connection[Any], summary: dict[str, Any]) -> None:
     """Record the end of an --apply run (freshness: last_run_at, last summary)."""
     conn.execute(
