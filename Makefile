@@ -1,9 +1,11 @@
 # The two commands of the README:
 #   make test   — install what is missing, lint, type-check, run the whole test suite
-#   make demo   — run the stack locally (see README; arrives with the deployment issue)
-.PHONY: test deps lint pytest format demo migrate
+#   make demo   — run the whole stack locally with simulated feeds (README "Try it")
+.PHONY: test deps demo-deps lint pytest format demo migrate
 
 PYTEST_ARGS ?=
+# Extra flags for scripts/demo.py, e.g. make demo DEMO_ARGS="--devices 20 --api-port 8899"
+DEMO_ARGS ?=
 
 test: deps lint pytest
 
@@ -21,8 +23,14 @@ format:
 	.venv/bin/ruff format .
 	.venv/bin/ruff check --fix .
 
-demo: deps
-	.venv/bin/python scripts/demo.py
+# Only the runtime dependencies and the `demo` group (no test toolchain). `exec`: the demo is
+# make's own child, so the SIGTERM make forwards reaches it; scripts/demo.py also stops when
+# make itself is interrupted (make does not forward SIGINT) or goes away.
+demo-deps:
+	@./scripts/ensure_deps.sh demo
+
+demo: demo-deps
+	@exec .venv/bin/python scripts/demo.py $(DEMO_ARGS)
 
 migrate: deps
 	.venv/bin/python run_migrations.py

@@ -82,8 +82,37 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--push-openapi-path", default=d.push_openapi_path)
     p.add_argument("--empty-trip-report", default="", metavar="IMEI,...",
                    help="devices whose trip report (track.mileage) is always empty")  # fmt: skip
+    p.add_argument("--round-the-clock", action="store_true",
+                   help="demo: staggered shifts, twice the trips: driving at any hour")  # fmt: skip
+    p.add_argument("--s3-feed", type=float, default=0.0, metavar="SECONDS",
+                   help="also write INC tickets and fuel fills to S3 every SECONDS (endpoint,"
+                        " keys and buckets from the importers' settings: RUSTFS_ENDPOINT,"
+                        " TICKETS_BUCKET, FUEL_BUCKET, ...)")  # fmt: skip
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
+
+
+def _start_s3_feed(fleet: Fleet, interval_s: float, stop: threading.Event) -> threading.Thread:
+    """Run `sim.s3feed.S3Feed` in a thread, configured as the importers are (same settings,
+    so both ends of the feed agree on endpoint, keys and buckets)."""
+    from sim.s3feed import S3Feed  # noqa: PLC0415 - only with --s3-feed (boto3, settings)
+    from ts_shared import Settings, make_s3_client  # noqa: PLC0415
+
+    settings = Settings()
+    feed = S3Feed(
+        fleet,
+        make_s3_client(settings),
+        tickets_bucket=settings.tickets_bucket,
+        tickets_prefix=settings.tickets_prefix,
+        fuel_bucket=settings.fuel_bucket,
+        fuel_prefix=settings.fuel_prefix,
+    )
+    log.info("s3 feed to %s every %.0f s", settings.rustfs_endpoint, interval_s)
+    thread = threading.Thread(
+        target=feed.run, args=(stop, max(1.0, interval_s)), name="s3-feed", daemon=True
+    )
+    thread.start()
+    return thread
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -115,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         push_interval_s=args.push_interval,
         push_openapi_path=args.push_openapi_path,
         empty_trip_report=frozenset(filter(None, args.empty_trip_report.split(","))),
+        round_the_clock=args.round_the_clock,
     )
     stop = threading.Event()
 
@@ -134,11 +164,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             target=pusher.run, args=(stop,), name="jimi-push", daemon=True
         )
         push_thread.start()
+    feed_thread = _start_s3_feed(server.fleet, args.s3_feed, stop) if args.s3_feed > 0 else None
     try:
         while not stop.wait(1.0):
             pass
     finally:
         server.stop()
+        if feed_thread is not None:
+            feed_thread.join(timeout=15)
         if push_thread is not None and pusher is not None:
             push_thread.join(timeout=15)
             pusher.close()

@@ -4,8 +4,18 @@
 #   TimescaleDB from ../shared/tools/timescaledb (upgrading the PostgreSQL minor release when
 #   the extension needs it) · Leaflet, Swagger UI, ReDoc from npm · (optionally) Debian chromium.
 # Idempotent: each step checks first and is quick when already done.
+#
+#   scripts/ensure_deps.sh         everything `make test` needs (all dependency groups)
+#   scripts/ensure_deps.sh demo    only what `make demo` runs: the runtime dependencies and the
+#                                  `demo` group (no test toolchain, no chromium)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+MODE=${1:-all}
+case "$MODE" in
+  all|demo) ;;
+  *) echo "usage: $0 [all|demo]" >&2; exit 2 ;;
+esac
 
 log() { printf '\033[1m[deps]\033[0m %s\n' "$*"; }
 
@@ -31,10 +41,23 @@ find_python312() {
   echo "3.12"   # let uv search for it
 }
 PY=$(find_python312)
-if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null \
-   || [[ uv.lock -nt .venv/.synced ]] || [[ pyproject.toml -nt .venv/.synced ]]; then
-  log "uv sync (python: $PY)"
-  "${UV[@]}" sync --frozen --python "$PY"
+# .venv/.synced: every group is installed (make test); .venv/.synced-demo: runtime + demo.
+# The demo's sync is --inexact: it never removes the test toolchain a `make test` installed.
+synced_for() {  # is the venv in step with the lock for this marker?
+  [[ -f "$1" && ! uv.lock -nt "$1" && ! pyproject.toml -nt "$1" ]]
+}
+if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null; then
+  rm -f .venv/.synced .venv/.synced-demo
+fi
+if [[ "$MODE" == demo ]]; then
+  if ! synced_for .venv/.synced && ! synced_for .venv/.synced-demo; then
+    log "uv sync: runtime + demo group (python: $PY)"
+    "${UV[@]}" sync --frozen --inexact --no-default-groups --group demo --python "$PY"
+    touch .venv/.synced-demo
+  fi
+elif ! synced_for .venv/.synced; then
+  log "uv sync: all groups (python: $PY)"
+  "${UV[@]}" sync --frozen --all-groups --python "$PY"
   touch .venv/.synced
 fi
 
@@ -124,7 +147,7 @@ if [[ ! -f web/node_modules/leaflet/dist/leaflet.js \
 fi
 
 # 6. Headless Chromium for the operator-page browser test (Debian package) ---------------------
-if [[ "${SKIP_BROWSER:-0}" != 1 ]] && ! command -v chromium >/dev/null 2>&1; then
+if [[ "$MODE" == all && "${SKIP_BROWSER:-0}" != 1 ]] && ! command -v chromium >/dev/null 2>&1; then
   if [[ $(id -u) -eq 0 ]]; then
     log "installing chromium from Debian (browser test of the operator page)"
     export DEBIAN_FRONTEND=noninteractive

@@ -8,7 +8,8 @@
 - `protocol` signing, errors, faults and `JimiApi` (the `/route/rest` methods)
 - `server`   the HTTP server, `SimServer` and the `/_sim/*` admin endpoints
 - `push`     `build_push_deliveries` and `PushSender`
+- `s3feed`   `S3Feed`: the fleet's INC tickets and fuel fills as the S3 exports write them
 
 Imports flow one way: config ← roads ← records ← devices ← model ← protocol ← server;
-push uses model and protocol's formatters.
+push uses model and protocol's formatters; s3feed uses model (and tickets_import.sample).
 """

@@ -15,6 +15,7 @@ TIME_FMT = "%Y-%m-%d %H:%M:%S"
 ISO_FMT = "%Y-%m-%dT%H:%M:%SZ"
 PUSH_BATCH = 50
 MAX_IMEIS = 100
+SHIFTS = 4  # round-the-clock mode: shifts, each starting DAY_S // SHIFTS after the previous
 
 
 @dataclass
@@ -41,3 +42,7 @@ class SimConfig:
     # IMEIs whose `jimi.device.track.mileage` answers no trips (their positions are normal):
     # the "empty trip report" scenario that derived trips fill (issue #15).
     empty_trip_report: frozenset[str] = frozenset()
+    # Demo mode (`--round-the-clock`): the fleet works four staggered 12-hour shifts (device
+    # i's day starts (i % 4) * 6 h later) with twice the trips, so vehicles drive, stop and
+    # raise alarms at any hour of a demo. Off by default: the plans stay those of the seeds.
+    round_the_clock: bool = False

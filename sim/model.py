@@ -21,6 +21,7 @@ from sim.config import (
     HB_INTERVAL_S,
     OBD_INTERVAL_S,
     ODO_EPOCH_DAY,
+    SHIFTS,
     WORK_END_S,
     WORK_START_S,
     SimConfig,
@@ -195,12 +196,25 @@ class Fleet:
 
     # ── plans ──────────────────────────────────────────────────────────────
 
+    def _shift(self, dev: SimDevice) -> int:
+        """Seconds the device's working day is shifted from the UTC day (0 unless the fleet
+        runs round the clock: then the shifts are spread evenly over the day)."""
+        if not self.config.round_the_clock:
+            return 0
+        return (dev.index % SHIFTS) * (DAY_S // SHIFTS)
+
+    def _day_of(self, dev: SimDevice, ts: float) -> int:
+        """The number of the device's (possibly shifted) day that contains `ts`."""
+        return (math.floor(ts) - self._shift(dev)) // DAY_S
+
     def _build_plan(self, index: int, day: int) -> _DayPlan:
-        """Plan of device `index` for UTC day number `day` (cached)."""
+        """Plan of device `index` for its day number `day` (the UTC day unless shifted;
+        cached)."""
         dev = self._devices[index]
         rng = random.Random(f"{self.config.seed}|{dev.imei}|{day}")
         roads = ROADS[dev.city]
-        n = rng.randint(3, 6)
+        n = rng.randint(3, 6) * (2 if self.config.round_the_clock else 1)
+        day_start = day * DAY_S + self._shift(dev)
         r, s = dev.home_road, dev.home_s
         raw: list[tuple[tuple[_Leg, ...], float, int, float, int, int, int]] = []
         for i in range(n):
@@ -240,7 +254,7 @@ class Fleet:
         free = max(WORK_END_S - WORK_START_S - busy, 300 * (n + 1))
         weights = [rng.uniform(0.3, 1.5) for _ in range(n + 1)]
         wsum = sum(weights)
-        t = day * DAY_S + WORK_START_S + round(free * weights[0] / wsum)
+        t = day_start + WORK_START_S + round(free * weights[0] / wsum)
         trips: list[_Trip] = []
         for (legs, length, dur, a, k, idle, seed), w in zip(raw, weights[1:], strict=True):
             trip = _Trip(
@@ -258,7 +272,7 @@ class Fleet:
         fuel_start = rng.uniform(45.0, 100.0)
         events: list[tuple[int, str]] = []
         if rng.random() < 0.3:
-            out_at = day * DAY_S + rng.randint(19 * 3600, 23 * 3600)
+            out_at = day_start + rng.randint(19 * 3600, 23 * 3600)
             events = [(out_at, "LOGOUT"), (out_at + rng.randint(120, 1200), "LOGIN")]
         return _DayPlan(
             day=day,
@@ -271,7 +285,7 @@ class Fleet:
 
     def _plans(self, dev: SimDevice, begin: float, end: float) -> Iterator[_DayPlan]:
         """Day plans covering [begin, end) plus the day before (its last parking spills over)."""
-        for day in range(math.floor(begin) // DAY_S - 1, math.ceil(end) // DAY_S + 1):
+        for day in range(self._day_of(dev, begin) - 1, self._day_of(dev, math.ceil(end)) + 1):
             yield self._plan(dev.index, day)
 
     # ── fixes ──────────────────────────────────────────────────────────────
@@ -375,12 +389,17 @@ class Fleet:
         self._dispatches.setdefault(imei, []).append(errand)
         return errand
 
+    def on_errand(self, imei: str, at: datetime) -> bool:
+        """Whether the vehicle is on a dispatched errand at `at` (or sent on one later)."""
+        ts = math.floor(_epoch(at))
+        return any(d.back > ts for d in self._dispatches.get(imei, ()))
+
     def _plan_fix_at(self, dev: SimDevice, ts: int) -> tuple[SimFix, _Trip]:
         """Latest fix of the day plan at or before `ts`, and the trip it belongs to."""
-        plan = self._plan(dev.index, ts // DAY_S)
+        plan = self._plan(dev.index, self._day_of(dev, ts))
         i = bisect.bisect_right(plan.idle_starts, ts) - 1
         if i < 0:
-            trip = self._plan(dev.index, ts // DAY_S - 1).trips[-1]
+            trip = self._plan(dev.index, plan.day - 1).trips[-1]
             return self._fix(dev, trip, trip.end), trip
         trip = plan.trips[i]
         if ts >= trip.end:
@@ -428,7 +447,7 @@ class Fleet:
 
     def _odometer_m(self, dev: SimDevice, ts: float) -> float:
         """Cumulative odometer: continuous and monotonic, `daily_km` per UTC day."""
-        day = math.floor(ts) // DAY_S
+        day = self._day_of(dev, ts)
         plan = self._plan(dev.index, day)
         done = 0.0
         for trip in plan.trips:
@@ -526,13 +545,14 @@ class Fleet:
         dece_at = trip.start + round(rng.uniform(0.6, 0.95) * dur)
         sos_at = trip.start + round(rng.uniform(0.1, 0.9) * dur)
         found: list[tuple[int, str]] = []
+        harsh = 0.5 if self.config.round_the_clock else 0.25  # demo: more to show
         if draws[0] < 0.15:
             found.append((trip.idle_start, "ACC_ON"))
-        if draws[1] < 0.25:
+        if draws[1] < harsh:
             found.append((acce_at, "ubiAcce"))
         if trip.length_m / dur * 3.6 * (1 + trip.wobble_a) > 80:
             found.append((trip.start + round(dur / (2 * trip.wobble_k)), "6"))
-        if draws[2] < 0.25:
+        if draws[2] < harsh:
             found.append((dece_at, "ubiDece"))
         if draws[3] < 0.01:
             found.append((sos_at, "1"))
@@ -578,7 +598,7 @@ class Fleet:
         b, e = _epoch(begin), _epoch(end)
         out: list[SimObd] = []
         for plan in self._plans(dev, b, e):
-            day_odo = self._odometer_m(dev, plan.day * DAY_S)
+            day_odo = self._odometer_m(dev, plan.day * DAY_S + self._shift(dev))
             for trip in plan.trips:
                 for ts in range(trip.start, trip.end, OBD_INTERVAL_S):
                     if not b <= ts < e:
