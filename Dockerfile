@@ -43,6 +43,7 @@ COPY . .
 # Only the files the pages serve (dashboard/operator.py STATIC_FILES), not the ~100 MB of
 # node_modules that redoc's package pulls in.
 COPY --from=web /web/node_modules/leaflet/dist /app/web/node_modules/leaflet/dist
+COPY --from=web /web/node_modules/leaflet.markercluster/dist /app/web/node_modules/leaflet.markercluster/dist
 COPY --from=web /web/node_modules/swagger-ui-dist /app/web/node_modules/swagger-ui-dist
 COPY --from=web /web/node_modules/redoc/bundles /app/web/node_modules/redoc/bundles
 

@@ -159,6 +159,8 @@ class Settings(BaseSettings):
     vtrips_refresh_interval_s: int = Field(default=300, ge=0)
     dashboard_api_keys: SecretStr | None = None
     dashboard_statement_timeout_s: int = Field(default=15, ge=1, le=3600)  # read-API queries
+    # Operator page map tiles ({z}/{x}/{y} template; "" = offline basemap only). docs/operations.md
+    dashboard_tile_url: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
 
     # S3 (rustfs or any S3-compatible store)
     rustfs_endpoint: str = "http://localhost:9000"

@@ -1,8 +1,14 @@
-"""The operator page at `/`: live fleet map, a vehicle's track on click, ingest health.
+"""The operator console at `/`: fleet map, vehicle list, tracks with playback, trips, stops,
+alarms, tickets and fuel layers, KPIs and ingest health.
 
-Static files only (web/index.html, app.js, app.css) plus Leaflet from web/node_modules
+Static files only (web/index.html, app.js, app.css, the offline basemap web/basemap.geojson
+made by scripts/make_basemap.py) plus Leaflet and Leaflet.markercluster from web/node_modules
 (installed from npm by `make deps` / the Dockerfile's web stage — no CDN at run time). The
 page calls the read-API's own endpoints, so it needs no database access of its own.
+
+Map tiles come from `DASHBOARD_TILE_URL` (default OpenStreetMap; empty = no tiles, the
+offline basemap only): the page reads it from a <meta> tag and the page's CSP allows images
+from that URL's origin only.
 
 Security: only the files listed in `STATIC_FILES` are served (never web/package.json, the
 lockfile or a node_modules listing), and every response carries a Content-Security-Policy
@@ -12,7 +18,11 @@ without `unsafe-inline`, `X-Content-Type-Options: nosniff` and `Referrer-Policy:
 
 from __future__ import annotations
 
+import html
+import logging
+from functools import cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import FileResponse
@@ -22,20 +32,47 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 WEB = Path(__file__).resolve().parent.parent / "web"
 NODE_MODULES = WEB / "node_modules"
 LEAFLET = NODE_MODULES / "leaflet" / "dist"
+MARKERCLUSTER = NODE_MODULES / "leaflet.markercluster" / "dist"
 SWAGGER_UI = NODE_MODULES / "swagger-ui-dist"
 REDOC = NODE_MODULES / "redoc" / "bundles"
 
-# The map's optional background (web/app.js, `?tiles=off` skips it): the only other host the
-# operator page may load anything from.
-TILE_ORIGIN = "https://tile.openstreetmap.org"
+log = logging.getLogger(__name__)
 
-# The operator page: its scripts and styles are files of this origin; Leaflet positions its
-# panes through the CSSOM (element.style), which CSP does not restrict.
-PAGE_CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; "
-    f"img-src 'self' {TILE_ORIGIN}; connect-src 'self'; object-src 'none'; "
-    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-)
+# The map's optional background (web/app.js, `?tiles=off` skips it) when DASHBOARD_TILE_URL
+# is not set: its origin is the only other host the operator page may load anything from.
+DEFAULT_TILE_URL = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+TILE_PLACEHOLDER = "__TILE_URL__"
+
+
+def page_csp(origin: str) -> str:
+    """The operator page's policy: its scripts and styles are files of this origin; Leaflet
+    positions its panes through the CSSOM (element.style), which CSP does not restrict.
+    Images: this origin, `data:` (Leaflet cancels a pending tile by pointing it at an
+    empty data: GIF — without it every zoom logs a CSP violation) and the tile server's
+    origin (none when tiles are off)."""
+    images = f"'self' data: {origin}".strip()
+    return (
+        "default-src 'self'; script-src 'self'; style-src 'self'; "
+        f"img-src {images}; connect-src 'self'; object-src 'none'; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    )
+
+
+def tile_origin(url: str) -> str | None:
+    """The origin of a tile URL template (`https://tiles.example/{z}/{x}/{y}.png`), or None
+    when it is not an http(s) URL with the {z}/{x}/{y} placeholders (then: no tiles)."""
+    parts = urlsplit(url)
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.username is not None
+        or any(c in url for c in " ,;'\"<>")
+        or not all(p in url for p in ("{z}", "{x}", "{y}"))
+    ):
+        return None
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 # Everything that is not an HTML page (JSON, GeoJSON, scripts, styles, images): nothing may
 # run or load in its context if a browser is ever made to render it.
 DEFAULT_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
@@ -54,6 +91,10 @@ STATIC_FILES: dict[str, Path] = {
     "app/apidocs.css": WEB / "apidocs.css",
     "vendor/leaflet/leaflet.js": LEAFLET / "leaflet.js",
     "vendor/leaflet/leaflet.css": LEAFLET / "leaflet.css",
+    "app/basemap.geojson": WEB / "basemap.geojson",
+    "vendor/markercluster/leaflet.markercluster.js": MARKERCLUSTER / "leaflet.markercluster.js",
+    "vendor/markercluster/MarkerCluster.css": MARKERCLUSTER / "MarkerCluster.css",
+    "vendor/markercluster/MarkerCluster.Default.css": MARKERCLUSTER / "MarkerCluster.Default.css",
     **{
         f"vendor/leaflet/images/{name}": LEAFLET / "images" / name
         for name in (
@@ -73,13 +114,37 @@ STATIC_FILES: dict[str, Path] = {
 router = APIRouter()
 
 
+@cache
+def _page_template(mtime_ns: int) -> str:
+    """web/index.html (re-read when the file changes)."""
+    del mtime_ns  # only the cache key
+    return (WEB / "index.html").read_text(encoding="utf-8")
+
+
+def _tile_url(request: Request) -> str:
+    """DASHBOARD_TILE_URL of the app's settings (default OpenStreetMap; "" or "off" = no
+    internet tiles)."""
+    settings = getattr(request.app.state, "settings", None)
+    url = getattr(settings, "dashboard_tile_url", DEFAULT_TILE_URL)
+    if not isinstance(url, str):
+        return DEFAULT_TILE_URL
+    return "" if url.strip().lower() == "off" else url.strip()
+
+
 @router.get("/", include_in_schema=False)
-def operator_page() -> FileResponse:
-    """The operator page."""
-    return FileResponse(
-        WEB / "index.html",
-        media_type="text/html",
-        headers={"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-cache"},
+def operator_page(request: Request) -> Response:
+    """The operator console, with the tile URL in a <meta> tag and its origin in the CSP."""
+    url = _tile_url(request)
+    origin = tile_origin(url) if url else None
+    if url and origin is None:
+        log.warning("DASHBOARD_TILE_URL is not an http(s) URL with {z}/{x}/{y}: tiles are off")
+    page = _page_template((WEB / "index.html").stat().st_mtime_ns).replace(
+        TILE_PLACEHOLDER, html.escape(url if origin else "", quote=True)
+    )
+    return Response(
+        page,
+        media_type="text/html; charset=utf-8",
+        headers={"Content-Security-Policy": page_csp(origin or ""), "Cache-Control": "no-cache"},
     )
 
 
@@ -95,7 +160,12 @@ def static_file(path: str, request: Request) -> Response:
     if file is None or stat is None:
         raise HTTPException(status_code=404, detail="Not Found")
     # no-cache: revalidate each time (an upgrade of the page or a library shows at once).
-    response = FileResponse(file, stat_result=stat, headers={"Cache-Control": "no-cache"})
+    response = FileResponse(
+        file,
+        stat_result=stat,
+        headers={"Cache-Control": "no-cache"},
+        media_type="application/geo+json" if file.suffix == ".geojson" else None,
+    )
     etag = response.headers["etag"]
     if etag in [tag.strip() for tag in request.headers.get("if-none-match", "").split(",")]:
         return Response(status_code=304, headers={"ETag": etag, "Cache-Control": "no-cache"})

@@ -16,6 +16,7 @@ run as on a machine without internet.
 from __future__ import annotations
 
 import contextlib
+import html
 import json
 import shutil
 import subprocess
@@ -44,7 +45,13 @@ from tests.conftest import (
     template_for,
     test_settings,
 )
-from tests.factories import add_device, add_ingestion_log, add_live_position, db_now
+from tests.factories import (
+    add_alarm,
+    add_device,
+    add_ingestion_log,
+    add_live_position,
+    db_now,
+)
 from tests.pgcluster import free_port
 from tests.servers import serve_in_thread
 
@@ -60,6 +67,7 @@ HOSTILE = {
     "cost_centre": "\"><img src=x onerror=alert('cc')><b>bold</b>",
 }
 HOSTILE_FEED = "<img src=x onerror=alert('feed')>"
+HOSTILE_ALARM = "<img src=x onerror=alert('alarm')>"
 PAGE_TITLE = "Fleet operator — live map and ingest health"
 # The page's own progress marks (web/app.js sets them on <body>).
 BOTH_SHOWN = 'document.body.dataset.ready === "1" && document.body.dataset.vehicles === "2"'
@@ -308,6 +316,8 @@ def database(pg_admin_url: str, engine_templates: dict[str, str]) -> Iterator[st
             conn, "862798000000902", -4.0435, 39.6682, gps_time=now - timedelta(minutes=5),
         )  # fmt: skip
         add_ingestion_log(conn, "api", HOSTILE_FEED, ok=True, logged_at=now, rows=3)
+        # An alarm of the hostile vehicle, with a hostile name: the console's alarms panel.
+        add_alarm(conn, "862798000000901", now - timedelta(minutes=10), "6", HOSTILE_ALARM)
     yield url
     drop_database(pg_admin_url, name)
 
@@ -373,6 +383,10 @@ def test_hostile_registry_values_render_as_text(browser: Browser, api: str, csp:
         assert tab.evaluate('document.querySelector("#vehicle :is(img, svg, script)")') is None
         health = tab.evaluate('document.querySelector("#health tbody").textContent')
         assert HOSTILE_FEED in health
+        # The alarms panel (GET /analytics/alarms) lists the hostile vehicle's alarm as text.
+        alarms = tab.wait_for('(t => t.includes("Overspeed") || t.includes("<img") ? t : "")'
+                              '(document.getElementById("alarms").textContent)')  # fmt: skip
+        assert HOSTILE_PLATE in alarms, alarms
 
         # The tooltips: hover every marker as a mouse would and read what opens.
         centres = tab.evaluate(
@@ -396,7 +410,8 @@ def test_hostile_registry_values_render_as_text(browser: Browser, api: str, csp:
         browser.pump(0.5)  # a late onerror/onload would have fired by now
         assert tab.evaluate("document.title") == PAGE_TITLE
         assert tab.evaluate('document.querySelector("img[src=x], svg[onload], [onerror]")') is None
-        assert tab.evaluate('document.querySelectorAll("script").length') == 2  # Leaflet, app.js
+        # Leaflet, Leaflet.markercluster, app.js
+        assert tab.evaluate('document.querySelectorAll("script").length') == 3
         assert tab.dialogs == []
         assert not any(r["url"].endswith("/x") for r in tab.requests), "an <img src=x> loaded"
         assert tab.other_hosts == []
@@ -417,7 +432,8 @@ def test_security_headers_and_only_the_page_files_are_served(api: str) -> None:
     assert policy["script-src"] == ["'self'"]
     assert policy["style-src"] == ["'self'"]
     assert "'unsafe-inline'" not in str(policy) and "'unsafe-eval'" not in str(policy)
-    assert policy["img-src"] == ["'self'", "https://tile.openstreetmap.org"]
+    # data: for Leaflet's empty GIF that cancels pending tiles (dashboard/operator.py page_csp)
+    assert policy["img-src"] == ["'self'", "data:", "https://tile.openstreetmap.org"]
     assert policy["connect-src"] == ["'self'"]
     assert policy["frame-ancestors"] == ["'none'"]
     assert policy["base-uri"] == ["'none'"]
@@ -429,6 +445,9 @@ def test_security_headers_and_only_the_page_files_are_served(api: str) -> None:
         "/static/vendor/leaflet/leaflet.js",
         "/static/vendor/leaflet/leaflet.css",
         "/static/vendor/leaflet/images/layers.png",
+        "/static/vendor/markercluster/leaflet.markercluster.js",
+        "/static/vendor/markercluster/MarkerCluster.Default.css",
+        "/static/app/basemap.geojson",
         "/webhook/live-positions",
         "/health",
         "/openapi.json",
@@ -441,6 +460,16 @@ def test_security_headers_and_only_the_page_files_are_served(api: str) -> None:
         assert "unsafe-inline" not in lower["content-security-policy"], path
         assert "frame-ancestors 'none'" in lower["content-security-policy"], path
     assert _fetch(api + "/static/app/app.js")[1]["content-type"].startswith("text/javascript")
+    # The console's clustering plugin and the offline basemap are served.
+    for path in (
+        "/static/vendor/markercluster/leaflet.markercluster.js",
+        "/static/vendor/markercluster/MarkerCluster.css",
+        "/static/vendor/markercluster/MarkerCluster.Default.css",
+    ):
+        assert _fetch(api + path)[0] == 200, path
+    status, headers, body = _fetch(api + "/static/app/basemap.geojson")
+    assert status == 200 and headers["content-type"] == "application/geo+json"
+    assert json.loads(body)["type"] == "FeatureCollection"
     # Nothing but what the pages load: no manifests, lockfiles, sources or listings.
     for path in (
         "/static/app/package.json",
@@ -451,6 +480,8 @@ def test_security_headers_and_only_the_page_files_are_served(api: str) -> None:
         "/static/app/%2e%2e/dashboard_api.py",
         "/static/vendor/leaflet/../package.json",
         "/static/vendor/leaflet/leaflet.js.map",
+        "/static/vendor/markercluster/leaflet.markercluster-src.js.map",
+        "/static/vendor/markercluster/../package.json",
         "/static/vendor/swagger-ui/package.json",
         "/static/vendor/swagger-ui/index.html",
         "/static/vendor/swagger-ui/swagger-initializer.js",
@@ -596,3 +627,60 @@ def test_docs_and_redoc_render_offline_with_a_strict_csp(browser: Browser, api: 
         assert tab.dialogs == []
     finally:
         tab.close()
+
+
+# ── Map tiles: DASHBOARD_TILE_URL, and the offline basemap when they do not load ──────────
+
+TILE_URL = "https://tiles.example.net:8443/osm/{z}/{x}/{y}.png"
+
+
+@pytest.mark.parametrize(
+    ("tile_url", "img_src", "meta"),
+    [
+        (TILE_URL, ["'self'", "data:", "https://tiles.example.net:8443"], TILE_URL),
+        ("", ["'self'", "data:"], ""),  # tiles off: the offline basemap only
+        ("javascript:alert(1)//{z}/{x}/{y}", ["'self'", "data:"], ""),
+        ('https://t.example/{z}/{x}/{y}.png" onload="alert(1)', ["'self'", "data:"], ""),
+        ("https://user:pw@t.example/{z}/{x}/{y}.png", ["'self'", "data:"], ""),
+        ("https://t.example/tiles.png", ["'self'", "data:"], ""),  # no {z}/{x}/{y}
+    ],
+)
+def test_the_tile_server_comes_from_the_settings_and_only_its_origin_is_allowed(
+    database: str, tile_url: str, img_src: list[str], meta: str
+) -> None:
+    server = _serve(database, dashboard_tile_url=tile_url)
+    api = next(server)
+    try:
+        status, headers, body = _fetch(api + "/")
+        assert status == 200
+        assert _csp(headers)["img-src"] == img_src
+        page = body.decode()
+        assert f'<meta name="tile-url" content="{html.escape(meta, quote=True)}">' in page
+        assert "__TILE_URL__" not in page and "onload" not in page
+    finally:
+        next(server, None)
+
+
+def test_without_internet_the_map_shows_the_offline_basemap_and_says_tiles_are_off(
+    browser: Browser, database: str
+) -> None:
+    server = _serve(database, dashboard_tile_url=TILE_URL)
+    api = next(server)
+    tab = browser.new_tab(api)
+    try:
+        tab.goto("/")  # tiles on, but the tile server cannot be reached (the Tab fails it)
+        tab.wait_for(BOTH_SHOWN)
+        tab.wait_for('document.getElementById("tiles-note") !== null')
+        assert "basemap tiles off" in tab.evaluate(
+            'document.getElementById("tiles-note").textContent'
+        )
+        assert tab.evaluate("Number(document.body.dataset.basemap)") > 10
+        # The basemap's cities and roads are drawn (SVG paths in their own pane).
+        assert tab.evaluate('document.querySelectorAll(".leaflet-basemap-pane path").length') > 10
+        assert tab.other_hosts and all(
+            u.startswith("https://tiles.example.net:8443/osm/") for u in tab.other_hosts
+        )
+        assert tab.csp_violations() == []
+    finally:
+        tab.close()
+        next(server, None)
