@@ -1,1 +1,3 @@
-"""Operator scripts (run as `python scripts/NAME.py`); a package so tests and mypy name them one way."""
+"""Operator scripts, run as `python scripts/NAME.py`.
+
+A package so that tests and mypy name each of them one way."""
