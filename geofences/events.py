@@ -35,7 +35,7 @@ from typing import Any
 
 import psycopg
 
-from ts_shared import Settings
+from ts_shared import DURABLE_OPTIONS, Settings, connect_options
 
 Conn = psycopg.Connection[Any]
 log = logging.getLogger(__name__)
@@ -71,39 +71,42 @@ class PassResult:
 
 
 # IMEIs in the "C" collation: the sorts and joins on them compare bytes, not locale rules.
+# Each dirty vehicle gets a small integer `vid` for the pass: the per-fix tables carry it
+# instead of the IMEI text, so their sorts and window partitions compare integers (IMEIs share
+# long prefixes, which makes text comparisons slow), and the IMEI comes back at the writes.
 _TEMP_TABLES = """
 CREATE TEMP TABLE IF NOT EXISTS gf_dirty (imei text COLLATE "C" PRIMARY KEY,
-    t0 timestamptz NOT NULL) ON COMMIT DROP;
+    t0 timestamptz NOT NULL, vid integer NOT NULL) ON COMMIT DROP;
 CREATE TEMP TABLE IF NOT EXISTS gf_start (imei text COLLATE "C", fid bigint, start timestamptz)
     ON COMMIT DROP;
-CREATE TEMP TABLE IF NOT EXISTS gf_fix (imei text COLLATE "C", rn bigint, t timestamptz,
+CREATE TEMP TABLE IF NOT EXISTS gf_fix (vid integer, rn bigint, t timestamptz,
     lat double precision, lng double precision, prev_t timestamptz, next_t timestamptz)
     ON COMMIT DROP;
-CREATE TEMP TABLE IF NOT EXISTS gf_hit (imei text COLLATE "C", rn bigint, t timestamptz, fid bigint)
+CREATE TEMP TABLE IF NOT EXISTS gf_hit (vid integer, rn bigint, t timestamptz, fid bigint)
     ON COMMIT DROP;
-CREATE TEMP TABLE IF NOT EXISTS gf_in (imei text COLLATE "C", fid bigint, rn bigint, t timestamptz,
+CREATE TEMP TABLE IF NOT EXISTS gf_in (vid integer, fid bigint, rn bigint, t timestamptz,
     prev_t timestamptz, next_t timestamptz) ON COMMIT DROP;
-CREATE TEMP TABLE IF NOT EXISTS gf_run (imei text COLLATE "C", fid bigint, r0 bigint, r1 bigint,
+CREATE TEMP TABLE IF NOT EXISTS gf_run (vid integer, fid bigint, r0 bigint, r1 bigint,
     first_t timestamptz, last_t timestamptz, n bigint, before_t timestamptz, after_t timestamptz)
     ON COMMIT DROP;
-CREATE TEMP TABLE IF NOT EXISTS gf_result (imei text COLLATE "C", fid bigint, start_t timestamptz,
+CREATE TEMP TABLE IF NOT EXISTS gf_result (vid integer, fid bigint, start_t timestamptz,
     end_t timestamptz, last_in timestamptz, n_in bigint) ON COMMIT DROP;
 TRUNCATE gf_dirty, gf_start, gf_fix, gf_hit, gf_in, gf_run, gf_result
 """
 
 DIRTY_SQL = """
-INSERT INTO gf_dirty (imei, t0)
-SELECT p.imei, min(p.gps_time) - %(pad)s
+INSERT INTO gf_dirty (imei, t0, vid)
+SELECT p.imei, min(p.gps_time) - %(pad)s, row_number() OVER (ORDER BY p.imei)
 FROM tracksolid.position_history p
 WHERE p.received_at > %(since)s AND p.gps_time >= %(horizon)s AND p.quality_flag IS NULL
 GROUP BY p.imei
 """
 
 ALL_SQL = """
-INSERT INTO gf_dirty (imei, t0)
-SELECT DISTINCT p.imei, %(horizon)s::timestamptz
-FROM tracksolid.position_history p
-WHERE p.gps_time >= %(horizon)s AND p.quality_flag IS NULL
+INSERT INTO gf_dirty (imei, t0, vid)
+SELECT imei, %(horizon)s::timestamptz, row_number() OVER (ORDER BY imei)
+FROM (SELECT DISTINCT p.imei FROM tracksolid.position_history p
+      WHERE p.gps_time >= %(horizon)s AND p.quality_flag IS NULL) x
 """
 
 UNDO_EVENTS_SQL = """
@@ -129,51 +132,69 @@ INSERT INTO gf_start SELECT imei, 0, start FROM del
 # with the times of the fixes before and after it (NULL after the vehicle's last fix) — so the
 # outside runs between inside runs are known from the runs alone (VISITS_SQL).
 FIXES_SQL = """
-INSERT INTO gf_fix (imei, rn, t, lat, lng, prev_t, next_t)
-SELECT p.imei, row_number() OVER w, p.gps_time, p.lat, p.lng,
+INSERT INTO gf_fix (vid, rn, t, lat, lng, prev_t, next_t)
+SELECT d.vid, row_number() OVER w, p.gps_time, p.lat, p.lng,
        lag(p.gps_time) OVER w, lead(p.gps_time) OVER w
-FROM (SELECT d.imei, least(d.t0, min(s.start)) AS lo
-      FROM gf_dirty d LEFT JOIN gf_start s USING (imei) GROUP BY d.imei, d.t0) d
+FROM (SELECT d.imei, d.vid, least(d.t0, min(s.start)) AS lo
+      FROM gf_dirty d LEFT JOIN gf_start s USING (imei) GROUP BY d.imei, d.vid, d.t0) d
 JOIN tracksolid.position_history p ON p.imei = d.imei AND p.gps_time >= d.lo
 WHERE p.quality_flag IS NULL
-WINDOW w AS (PARTITION BY p.imei ORDER BY p.gps_time)
+WINDOW w AS (PARTITION BY d.vid ORDER BY p.gps_time)
 """
 
 # Membership through the fences' grid index (tracksolid.geofence_cells, 0602): each fix's cell
-# key at every cell level in use is joined to the cells by equality (a hash join: no spatial
-# index on the fixes, no fence-by-fence probing); a fix in an `inside` cell is in the fence,
-# one in a boundary cell is tested exactly against that cell's small `part` of the fence.
-# Same answer as ST_Intersects(fence, fix) (boundary counts as inside): tests/test_geofences.py.
+# key at a cell level in use is joined to that level's cells by equality (a hash join: no
+# spatial index on the fixes, no fence-by-fence probing); a fix in an `inside` cell is in the
+# fence, one in a boundary cell is tested exactly against that cell's small `part` of the
+# fence. One such join per level in use (`hits_sql`), the level a literal so that the key's
+# cell size is folded into a constant. Same answer as ST_Intersects(fence, fix) (boundary
+# counts as inside): tests/test_geofence_cells.py.
 _CELL_HITS = """
-    SELECT f.imei, c.geofence_id AS fid, f.rn, f.t, f.prev_t, f.next_t
+    SELECT f.vid, c.geofence_id AS fid, f.rn, f.t, f.prev_t, f.next_t
     FROM gf_fix f
-    CROSS JOIN (SELECT DISTINCT level FROM tracksolid.geofence_cells
-                WHERE {fence_filter}) lv
     JOIN tracksolid.geofence_cells c
-      ON c.level = lv.level AND c.cell = tracksolid.geofence_cell_key(f.lat, f.lng, lv.level)
+      ON c.level = {level} AND c.cell = tracksolid.geofence_cell_key(f.lat, f.lng, {level})
     WHERE {fence_filter}
       AND (c.inside OR ST_Intersects(c.part, ST_SetSRID(ST_MakePoint(f.lng, f.lat), 4326)))
 """
 
+
+_FENCES = "(%(fids)s::bigint[] IS NULL OR geofence_id = ANY(%(fids)s))"
+_HOMES = "geofence_id IN (SELECT fid FROM home)"
+
+
+def hits_sql(levels: list[int], fence_filter: str) -> str:
+    """The membership rows for the cell `levels` in use (module comment above); an empty
+    list gives no rows."""
+    parts = [_CELL_HITS.format(level=int(lv), fence_filter=fence_filter) for lv in levels]
+    return " UNION ALL ".join(parts or [_CELL_HITS.format(level=-1, fence_filter="false")])
+
+
 # Inside runs straight from the membership join: the fixes inside each (IMEI, fence) from the
 # pair's restart point on, grouped into runs of consecutive fix numbers (rn minus its rank
 # within the pair is constant along a run) — one row per run, not per fix.
+# Each pair's fixes from its restart point on (the entry of its undone visit, else the
+# vehicle's t0). With no visit undone every fix read is at or after its vehicle's t0 (gf_fix
+# starts there), so the filter — a join per fix — is left out (a from-scratch pass).
+_RESTART_FILTER = """
+    JOIN gf_dirty d ON d.vid = h.vid
+    LEFT JOIN starts s ON s.imei = d.imei AND s.fid = h.fid
+    WHERE h.t >= coalesce(s.start, d.t0)
+"""
 RUNS_FENCES_SQL = (
     """
 WITH starts AS (SELECT imei, fid, min(start) AS start FROM gf_start GROUP BY imei, fid),
 hit AS (
     SELECT h.*
     FROM ("""
-    + _CELL_HITS.format(fence_filter="(%(fids)s::bigint[] IS NULL OR geofence_id = ANY(%(fids)s))")
+    + "{hits}"
     + """) h
-    JOIN gf_dirty d ON d.imei = h.imei
-    LEFT JOIN starts s ON s.imei = h.imei AND s.fid = h.fid
-    WHERE h.t >= coalesce(s.start, d.t0)
+    {restart}
 )
-INSERT INTO gf_run (imei, fid, r0, r1, first_t, last_t, n, before_t, after_t)
-SELECT imei, fid, min(rn), max(rn), min(t), max(t), count(*), min(prev_t), max(next_t)
-FROM (SELECT *, rn - row_number() OVER (PARTITION BY imei, fid ORDER BY rn) AS g FROM hit) x
-GROUP BY imei, fid, g
+INSERT INTO gf_run (vid, fid, r0, r1, first_t, last_t, n, before_t, after_t)
+SELECT vid, fid, min(rn), max(rn), min(t), max(t), count(*), min(prev_t), max(next_t)
+FROM (SELECT *, rn - row_number() OVER (PARTITION BY vid, fid ORDER BY rn) AS g FROM hit) x
+GROUP BY vid, fid, g
 """
 )
 
@@ -182,18 +203,18 @@ GROUP BY imei, fid, g
 HOME_HITS_SQL = (
     """
 WITH home AS (
-    SELECT DISTINCT d.imei, g.geofence_id AS fid
+    SELECT DISTINCT x.vid, g.geofence_id AS fid
     FROM gf_dirty x
     JOIN tracksolid.devices d ON d.imei = x.imei
     JOIN tracksolid.geofences g ON g.kind IN ('region', 'city_zone')
          AND (lower(g.city) = lower(d.city) OR lower(g.cost_centre) = lower(d.cost_centre))
 )
-INSERT INTO gf_hit (imei, rn, t, fid)
-SELECT h.imei, h.rn, h.t, h.fid
+INSERT INTO gf_hit (vid, rn, t, fid)
+SELECT h.vid, h.rn, h.t, h.fid
 FROM ("""
-    + _CELL_HITS.format(fence_filter="geofence_id IN (SELECT fid FROM home)")
+    + "{hits}"
     + """) h
-WHERE EXISTS (SELECT 1 FROM home WHERE home.imei = h.imei AND home.fid = h.fid)
+WHERE EXISTS (SELECT 1 FROM home WHERE home.vid = h.vid AND home.fid = h.fid)
 """
 )
 
@@ -201,30 +222,30 @@ WHERE EXISTS (SELECT 1 FROM home WHERE home.imei = h.imei AND home.fid = h.fid)
 # none of them is *away* (inside the virtual fence 0). Vehicles without a home are skipped.
 IN_HOME_SQL = """
 WITH home AS (
-    SELECT d.imei, g.geofence_id AS fid
+    SELECT x.vid, g.geofence_id AS fid
     FROM gf_dirty x
     JOIN tracksolid.devices d ON d.imei = x.imei
     JOIN tracksolid.geofences g ON g.kind IN ('region', 'city_zone')
          AND (lower(g.city) = lower(d.city) OR lower(g.cost_centre) = lower(d.cost_centre))
 ), starts AS (
-    SELECT x.imei, coalesce(s.start, x.t0) AS start
+    SELECT x.vid, coalesce(s.start, x.t0) AS start
     FROM gf_dirty x
     LEFT JOIN (SELECT imei, min(start) AS start FROM gf_start WHERE fid = 0 GROUP BY imei) s
            ON s.imei = x.imei
-    WHERE x.imei IN (SELECT imei FROM home)
+    WHERE x.vid IN (SELECT vid FROM home)
 )
-INSERT INTO gf_in (imei, fid, rn, t, prev_t, next_t)
-SELECT f.imei, 0, f.rn, f.t, f.prev_t, f.next_t
-FROM starts st JOIN gf_fix f ON f.imei = st.imei AND f.t >= st.start
-WHERE NOT EXISTS (SELECT 1 FROM gf_hit h JOIN home USING (imei, fid)
-                  WHERE h.imei = f.imei AND h.rn = f.rn)
+INSERT INTO gf_in (vid, fid, rn, t, prev_t, next_t)
+SELECT f.vid, 0, f.rn, f.t, f.prev_t, f.next_t
+FROM starts st JOIN gf_fix f ON f.vid = st.vid AND f.t >= st.start
+WHERE NOT EXISTS (SELECT 1 FROM gf_hit h JOIN home USING (vid, fid)
+                  WHERE h.vid = f.vid AND h.rn = f.rn)
 """
 
 RUNS_HOME_SQL = """
-INSERT INTO gf_run (imei, fid, r0, r1, first_t, last_t, n, before_t, after_t)
-SELECT imei, fid, min(rn), max(rn), min(t), max(t), count(*), min(prev_t), max(next_t)
-FROM (SELECT *, rn - row_number() OVER (PARTITION BY imei, fid ORDER BY rn) AS g FROM gf_in) x
-GROUP BY imei, fid, g
+INSERT INTO gf_run (vid, fid, r0, r1, first_t, last_t, n, before_t, after_t)
+SELECT vid, fid, min(rn), max(rn), min(t), max(t), count(*), min(prev_t), max(next_t)
+FROM (SELECT *, rn - row_number() OVER (PARTITION BY vid, fid ORDER BY rn) AS g FROM gf_in) x
+GROUP BY vid, fid, g
 """
 
 # Inside runs are consecutive fix numbers (gf_run); the outside runs are the gaps between
@@ -237,50 +258,54 @@ GROUP BY imei, fid, g
 # gap follows, i.e. the run's last fix is not the vehicle's last, whose next time is NULL.)
 VISITS_SQL = """
 WITH last AS (
-    SELECT imei, rn AS n, t FROM gf_fix WHERE next_t IS NULL
+    SELECT vid, rn AS n, t FROM gf_fix WHERE next_t IS NULL
 ), gaps AS (
-    SELECT r.imei, r.fid, r.r1 + 1 AS g0,
+    SELECT r.vid, r.fid, r.r1 + 1 AS g0,
            coalesce(lead(r.r0) OVER w - 1, l.n) AS g1,
            r.after_t AS first_t,
            coalesce(lead(r.before_t) OVER w, l.t) AS last_t
-    FROM gf_run r JOIN last l USING (imei)
-    WINDOW w AS (PARTITION BY r.imei, r.fid ORDER BY r.r0)
+    FROM gf_run r JOIN last l USING (vid)
+    WINDOW w AS (PARTITION BY r.vid, r.fid ORDER BY r.r0)
 ), runs AS (
-    SELECT imei, fid, true AS inside, first_t, last_t, n FROM gf_run
+    SELECT vid, fid, true AS inside, first_t, last_t, n FROM gf_run
     UNION ALL
-    SELECT imei, fid, false, first_t, last_t, g1 - g0 + 1 FROM gaps WHERE g1 >= g0
+    SELECT vid, fid, false, first_t, last_t, g1 - g0 + 1 FROM gaps WHERE g1 >= g0
 ), q AS (
-    SELECT *, count(*) FILTER (WHERE n >= %(min_fixes)s AND last_t - first_t >= %(min_span)s)
-                  OVER (PARTITION BY imei, fid ORDER BY first_t) AS qn
+    -- A run counts when it has min_fixes fixes spanning min_span; the state after each run is
+    -- the flag of the last run that counts so far (outside before any): the running max of
+    -- (start time, flag) over the runs that count, packed in one bigint, carries that flag.
+    SELECT *, max(CASE WHEN n >= %(min_fixes)s AND last_t - first_t >= %(min_span)s
+                       THEN (extract(epoch FROM first_t) * 1000000)::bigint * 2 + inside::int
+                  END) OVER w AS last_counting
     FROM runs
+    WINDOW w AS (PARTITION BY vid, fid ORDER BY first_t)
 ), st AS (
-    SELECT *, CASE WHEN qn = 0 THEN false
-                   ELSE first_value(inside) OVER (PARTITION BY imei, fid, qn ORDER BY first_t)
-              END AS state
-    FROM q
+    SELECT *, coalesce(last_counting %% 2 = 1, false) AS state FROM q
 ), fl AS (
-    SELECT *, (state <> lag(state, 1, false) OVER (PARTITION BY imei, fid ORDER BY first_t))::int
-              AS flip
+    SELECT *, (state <> lag(state, 1, false) OVER w)::int AS flip
     FROM st
+    WINDOW w AS (PARTITION BY vid, fid ORDER BY first_t)
 ), isl AS (
-    SELECT *, sum(flip) OVER (PARTITION BY imei, fid ORDER BY first_t) AS island FROM fl
+    SELECT *, sum(flip) OVER w AS island
+    FROM fl
+    WINDOW w AS (PARTITION BY vid, fid ORDER BY first_t)
 ), islands AS (
-    SELECT imei, fid, island, bool_or(state) AS state, min(first_t) AS start_t,
+    SELECT vid, fid, island, bool_or(state) AS state, min(first_t) AS start_t,
            max(last_t) FILTER (WHERE inside) AS last_in, sum(n) FILTER (WHERE inside) AS n_in
-    FROM isl GROUP BY imei, fid, island
+    FROM isl GROUP BY vid, fid, island
 ), ev AS (
-    SELECT *, lead(start_t) OVER (PARTITION BY imei, fid ORDER BY island) AS end_t FROM islands
+    SELECT *, lead(start_t) OVER (PARTITION BY vid, fid ORDER BY island) AS end_t FROM islands
 )
-INSERT INTO gf_result (imei, fid, start_t, end_t, last_in, n_in)
-SELECT imei, fid, start_t, end_t, last_in, n_in FROM ev WHERE state
+INSERT INTO gf_result (vid, fid, start_t, end_t, last_in, n_in)
+SELECT vid, fid, start_t, end_t, last_in, n_in FROM ev WHERE state
 """
 
 WRITE_EVENTS_SQL = """
 INSERT INTO tracksolid.geofence_events AS e
     (imei, geofence_id, entered_at, exited_at, last_inside_at, dwell_s, fixes)
-SELECT imei, fid, start_t, end_t, last_in,
-       round(extract(epoch FROM coalesce(end_t, last_in) - start_t))::int, n_in
-FROM gf_result WHERE fid > 0
+SELECT d.imei, r.fid, r.start_t, r.end_t, r.last_in,
+       round(extract(epoch FROM coalesce(r.end_t, r.last_in) - r.start_t))::int, r.n_in
+FROM gf_result r JOIN gf_dirty d USING (vid) WHERE r.fid > 0
 ON CONFLICT (imei, geofence_id, entered_at) DO UPDATE SET
     exited_at = EXCLUDED.exited_at, last_inside_at = EXCLUDED.last_inside_at,
     dwell_s = EXCLUDED.dwell_s, fixes = EXCLUDED.fixes, computed_at = now()
@@ -289,9 +314,9 @@ ON CONFLICT (imei, geofence_id, entered_at) DO UPDATE SET
 WRITE_HOME_SQL = """
 INSERT INTO tracksolid.out_of_region_events AS e
     (imei, left_at, returned_at, last_seen_at, away_s, fixes)
-SELECT imei, start_t, end_t, last_in,
-       round(extract(epoch FROM coalesce(end_t, last_in) - start_t))::int, n_in
-FROM gf_result WHERE fid = 0
+SELECT d.imei, r.start_t, r.end_t, r.last_in,
+       round(extract(epoch FROM coalesce(r.end_t, r.last_in) - r.start_t))::int, r.n_in
+FROM gf_result r JOIN gf_dirty d USING (vid) WHERE r.fid = 0
 ON CONFLICT (imei, left_at) DO UPDATE SET
     returned_at = EXCLUDED.returned_at, last_seen_at = EXCLUDED.last_seen_at,
     away_s = EXCLUDED.away_s, fixes = EXCLUDED.fixes, computed_at = now()
@@ -313,13 +338,22 @@ def compute(conn: Conn, p: FenceParams, fids: list[int] | None, home: bool) -> t
     # is cheaper hashed than re-sorted (incremental sort) after the window's sort.
     conn.execute("SET LOCAL jit = off")
     conn.execute("SET LOCAL enable_incremental_sort = off")
+    # What a foreign key would do once per visit, once per fence (migration 0603): a fence
+    # deleted meanwhile waits for this pass and then takes its visits along.
+    conn.execute("SELECT 1 FROM tracksolid.geofences FOR KEY SHARE")
+    levels = [int(r[0]) for r in conn.execute(
+        "SELECT DISTINCT level FROM tracksolid.geofence_cells ORDER BY 1").fetchall()]  # fmt: skip
     steps: list[tuple[str, str, dict[str, Any] | None]] = [
         ("undo events", UNDO_EVENTS_SQL, args),
         ("undo home", UNDO_HOME_SQL if home else "", None),
         ("fixes", FIXES_SQL, None),
         ("analyze fixes", _ANALYZE_FIXES, None),  # temp tables have no statistics otherwise
-        ("inside runs", RUNS_FENCES_SQL, args),
-        ("home hits", HOME_HITS_SQL if home else "", None),
+        (
+            "inside runs",
+            RUNS_FENCES_SQL.format(hits=hits_sql(levels, _FENCES), restart="{restart}"),
+            args,
+        ),
+        ("home hits", HOME_HITS_SQL.format(hits=hits_sql(levels, _HOMES)) if home else "", None),
         ("away from home", IN_HOME_SQL if home else "", None),
         ("away runs", RUNS_HOME_SQL if home else "", None),
         ("analyze", "ANALYZE gf_run", None),
@@ -328,16 +362,29 @@ def compute(conn: Conn, p: FenceParams, fids: list[int] | None, home: bool) -> t
         ("write out-of-region", WRITE_HOME_SQL if home else "", None),
     ]
     counts: dict[str, int] = {}
-    # What a foreign key would do once per visit, once per fence (migration 0603): a fence
-    # deleted meanwhile waits for this pass and then takes its visits along.
-    conn.execute("SELECT 1 FROM tracksolid.geofences FOR KEY SHARE")
-    for name, query, params in steps:
+    for name, template, params in steps:
+        query = template
+        if "{restart}" in template:  # known once the undo steps ran (RUNS_FENCES_SQL)
+            undone = conn.execute("SELECT EXISTS (SELECT 1 FROM gf_start)").fetchone()
+            query = template.format(restart=_RESTART_FILTER if undone and undone[0] else "")
         if query:
             started = time.perf_counter()
             counts[name] = conn.execute(query, params).rowcount
             log.debug("%s: %d rows in %.3f s", name, counts[name], time.perf_counter() - started)
     events, episodes = counts["write events"], counts.get("write out-of-region", 0)
     return events, episodes
+
+
+# Temporary-table memory of the pass's own connection: ~500,000 fixes (~60 MB) stay in memory
+# instead of spilling through the 8 MB default. PostgreSQL takes it only before a session's
+# first temporary table, hence a connection of its own (`connect`), opened per pass.
+TEMP_MEMORY_OPTIONS = "-c temp_buffers=256MB"
+
+
+def connect(dsn: str) -> Conn:
+    """A fresh connection for one pass (the worker's job and bench/bench_geofences.py)."""
+    options = connect_options(dsn, TEMP_MEMORY_OPTIONS, DURABLE_OPTIONS)
+    return psycopg.connect(dsn, options=options, application_name="geofence_events")
 
 
 def read_watermark(conn: Conn) -> datetime | None:

@@ -17,4 +17,5 @@ CREATE TABLE tracksolid.geofence_cells (
     PRIMARY KEY (geofence_id, level, cell),
     CHECK (inside OR part IS NOT NULL)
 );
-CREATE INDEX geofence_cells_key_idx ON tracksolid.geofence_cells (level, cell);
+-- No index on (level, cell): the pass hashes the cells (a few hundred thousand rows at most)
+-- and probes with every fix; an index would tempt the planner into one probe per fix.
