@@ -4,8 +4,9 @@ Run it with `uvicorn dashboard_api:app` (or `python dashboard_api.py`). Endpoint
 `dashboard/routes.py` (docs/api.md lists them with example answers; OpenAPI at `/docs`).
 
 - GeoJSON / JSON is built in PostgreSQL by `reporting.fn_*` and passed through as text.
-- Reads go through the read-only role (`DASHBOARD_DATABASE_URL`); only the `v_trips`
-  refresher (FIX-D02, `dashboard/refresher.py`) uses the read-write `DATABASE_URL`.
+- Reads go through the read-only role (`DASHBOARD_DATABASE_URL`, which may be a hot standby);
+  only the `v_trips` refresher (FIX-D02, `dashboard/refresher.py`) uses the read-write
+  `DATABASE_URL`, and runs here only when the database is writable (else the worker's job).
 - CORS origins come from `DASHBOARD_CORS_ORIGINS` (FIX-D03); with `DASHBOARD_API_KEYS` set,
   every data endpoint needs `X-API-Key` or `Authorization: Bearer` (else 401); a key in the
   URL (`?key=`) is always refused, and the access log redacts `key=` / `token=` values.
@@ -18,8 +19,6 @@ Run it with `uvicorn dashboard_api:app` (or `python dashboard_api.py`). Endpoint
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import importlib
 import importlib.util
 import logging
@@ -29,13 +28,13 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 from fastapi.middleware import Middleware
 from fastapi.middleware.cors import CORSMiddleware
-from psycopg_pool import ConnectionPool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from dashboard import apidocs, geofences, operator
+from dashboard import apidocs, geofences, live_stream, operator
+from dashboard.compression import CompressionMiddleware
 from dashboard.deps import require_api_key
 from dashboard.errors import install_error_handlers
-from dashboard.refresher import VTripsRefresher
+from dashboard.refresher import RefresherHost
 from dashboard.routes import data_router, health_router
 from ts_shared import RedactSecretsFilter, Settings, make_pool, setup_logging
 
@@ -106,36 +105,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # A runaway read is cancelled by the server and answered 503 (dashboard/errors.py).
             statement_timeout_s=current.dashboard_statement_timeout_s,
         )
-        stop = asyncio.Event()
-        task: asyncio.Task[None] | None = None
-        rw_pool: ConnectionPool | None = None
-        if current.vtrips_refresh_interval_s > 0:
-            rw_pool = make_pool(
-                current.dsn(),
-                min_size=1,
-                max_size=1,
-                name="dashboard_api_refresh",
-                open_wait=False,
-            )
-            refresher = VTripsRefresher(rw_pool, current.vtrips_refresh_interval_s)
-            app.state.refresher = refresher
-            task = asyncio.create_task(refresher.run_forever(stop), name="v_trips_refresher")
-            log.info(
-                "v_trips refresher every %d s (instance %s)",
-                current.vtrips_refresh_interval_s,
-                refresher.instance,
-            )
-        else:
-            log.info("v_trips refresher disabled (VTRIPS_REFRESH_INTERVAL_S=0)")
+        # Where reporting.v_trips is refreshed: here only when this API can write (issue
+        # #19: on a hot standby the ingest worker's job does it); /health says which.
+        host = RefresherHost(current)
+        app.state.refresher_host = host
+        await host.start()
+        if host.refresher is not None:
+            app.state.refresher = host.refresher
+        live_hub = await live_stream.start_hub(app, current)  # SSE fan-out (issue #19)
         try:
             yield
         finally:
-            stop.set()
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            if rw_pool is not None:
-                rw_pool.close()
+            await live_hub.stop()
+            await host.stop()
             app.state.ro_pool.close()
 
     app = FastAPI(
@@ -153,9 +135,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         middleware=[Middleware(operator.SecurityHeadersMiddleware)],
     )
     app.add_middleware(SettingsCORSMiddleware)
+    # Outermost: br / gzip and ETag → 304 on the finished answer, CORS headers included
+    # (dashboard/compression.py, issue #19).
+    app.add_middleware(CompressionMiddleware)
     install_error_handlers(app)  # every 4xx/5xx is {"detail": "<one sentence>"}
     app.include_router(health_router)
     app.include_router(data_router)
+    app.include_router(live_stream.router)  # its own auth: key header or stream token
     # The operator page (static; its data calls go through the routes above).
     app.include_router(operator.router)
     app.include_router(apidocs.router)

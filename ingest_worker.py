@@ -21,6 +21,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -31,6 +32,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from ingest import audit
 from ingest.jobs import Ingestor, JobStats
 from ingest.registry import import_registry
+from ingest.vtrips import vtrips_refresh
 from ts_shared import (
     DatabaseUnavailableError,
     JimiClient,
@@ -46,7 +48,7 @@ log = logging.getLogger("ingest_worker")
 JOB_NAMES = (
     "device_sync", "live_positions", "track_list", "trips", "parking", "alarms", "mileage_rollup",
     "housekeeping", "unregistered_pushes", "derive_trips", "ticket_visits",
-    "geofence_events", "alerts",
+    "geofence_events", "alerts", "vtrips_refresh",
 )  # fmt: skip
 
 
@@ -67,6 +69,8 @@ def job_table(ingestor: Ingestor) -> dict[str, tuple[Callable[[], JobStats], int
         "ticket_visits": (ingestor.ticket_visits, s.visit_interval_s),
         "geofence_events": (ingestor.geofence_events, s.geofence_events_interval_s),
         "alerts": (ingestor.alerts, s.alerts_interval_s),
+        # reporting.v_trips on the primary, so the read-API can run on a replica (issue #19)
+        "vtrips_refresh": (partial(vtrips_refresh, ingestor), s.vtrips_refresh_interval_s),
     }
 
 
@@ -104,6 +108,9 @@ def run_forever(ingestor: Ingestor) -> int:
 
     now = utcnow()
     for name, (func, interval) in jobs.items():
+        if interval <= 0:  # VTRIPS_REFRESH_INTERVAL_S=0: that job is off
+            log.info("job %s is off (interval 0)", name)
+            continue
         delay = {"live_positions": 0, "device_sync": interval}.get(name, min(interval, 60))
         scheduler.add_job(guarded(name, func, ingestor), "interval", seconds=interval, id=name,
                           name=name, next_run_time=now + timedelta(seconds=delay))  # fmt: skip

@@ -157,8 +157,15 @@ class Settings(BaseSettings):
         "https://fleetnow.rahamafresh.com,https://fleetops.rahamafresh.com"
     )
     vtrips_refresh_interval_s: int = Field(default=300, ge=0)
+    # auto: the read-API refreshes v_trips when its database is writable; off: never (the
+    # ingest worker's vtrips_refresh job does). docs/operations.md "Scaling reads out".
+    dashboard_vtrips_refresher: Literal["auto", "off"] = "auto"
     dashboard_api_keys: SecretStr | None = None
     dashboard_statement_timeout_s: int = Field(default=15, ge=1, le=3600)  # read-API queries
+    # Answers at least this long are sent br / gzip when the client accepts it (issue #19).
+    dashboard_compress_min_bytes: int = Field(default=1024, ge=0)
+    # SSE clients of GET /webhook/live-positions/stream per read-API process (then 503).
+    live_stream_max_clients: int = Field(default=1000, ge=1, le=100_000)
     # Operator page map tiles ({z}/{x}/{y} template; "" = offline basemap only). docs/operations.md
     dashboard_tile_url: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
 

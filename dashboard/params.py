@@ -80,6 +80,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "start": ("start", "start_date", "startDate", "from", "date_from"),
     "end": ("end", "end_date", "endDate", "to", "date_to"),
     "limit": ("limit", "max_features"),
+    "cursor": ("cursor",),
 }
 
 
@@ -108,6 +109,7 @@ class TripQuery:
     limit: int
     start_text: str | None = None  # as given, echoed in the answer
     end_text: str | None = None
+    after: Cursor | None = None  # the page after this keyset position (issue #19)
 
 
 @dataclass(frozen=True)
@@ -473,6 +475,7 @@ def parse_trip_query(fields: Mapping[str, list[str]], *, now: datetime | None = 
         limit=limit,
         start_text=start_text,
         end_text=end_text,
+        after=parse_cursor(_first(fields, "cursor"), "trips_map"),
     )
 
 
@@ -562,7 +565,7 @@ LIST_MAX_LIMIT = 5_000
 LIST_DEFAULT_DAYS = 7  # trips / stops without start: the 7 days up to end
 ALARMS_DEFAULT_HOURS = 24  # alarms without start: the 24 hours up to end
 MAX_CURSOR_LEN = 512
-LIST_KINDS = {"trips": "t", "stops": "s", "alarms": "a"}
+LIST_KINDS = {"trips": "t", "stops": "s", "alarms": "a", "trips_map": "m"}
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 FORMATS = ("json", "csv")
 _CURSOR_TEXT = re.compile(r"^[A-Za-z0-9_-]+$", re.ASCII)

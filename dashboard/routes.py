@@ -195,14 +195,16 @@ def vehicle_track(
     response_class=Response,
     responses=_doc(
         "GeoJSON FeatureCollection of trips (LineString start→end), `summary` over every"
-        " matching trip (with the cap), and `filters` (the dropdown options)."
+        " matching trip (with the cap), `next_cursor` (null when every trip was returned)"
+        " and `filters` (the dropdown options)."
     ),
     openapi_extra={
         "requestBody": {
             "description": "Filters as application/x-www-form-urlencoded (what the SPA sends,"
             " FIX-D01) or JSON. Fields: vehicles (repeated, comma-separated or a list),"
             " driver, cost_centre, city, start, end (YYYY-MM-DD or ISO-8601; naive = EAT;"
-            " a date-only end includes that day; at most 366 days), limit (≤ 50000)."
+            " a date-only end includes that day; at most 366 days), limit (≤ 50000; the"
+            " page size), cursor (`next_cursor` of the previous answer: the next, older page)."
             " At most 1 MiB, UTF-8.",
             "content": {
                 "application/x-www-form-urlencoded": {
@@ -214,14 +216,16 @@ def vehicle_track(
     },
 )
 async def fleet_dashboard(request: Request, pool: Pool) -> Response:
-    """Trips for the map plus filter options (`reporting.fn_trips_for_map`)."""
+    """Trips for the map plus filter options (`reporting.fn_trips_for_map_text`). When more
+    trips match than `limit`, the answer holds the newest and `next_cursor`; sent back as
+    `cursor`, it gives the next older page (issue #19: nothing is cut off silently)."""
     body_fields = await _body_fields(request)
     fields = merge_fields(request.query_params.multi_items(), body_fields)
     query = parse_trip_query(fields)
     return await run_in_threadpool(
         _json_bytes_from_sql,
         pool,
-        "SELECT reporting.fn_trips_for_map_text(%s, %s, %s, %s, %s, %s, %s, true, %s, %s)",
+        "SELECT reporting.fn_trips_for_map_text(%s, %s, %s, %s, %s, %s, %s, true, %s, %s, %s, %s)",
         (
             query.vehicles,
             query.driver,
@@ -232,6 +236,8 @@ async def fleet_dashboard(request: Request, pool: Pool) -> Response:
             query.limit,
             query.start_text,
             query.end_text,
+            query.after.time if query.after else None,
+            query.after.id if query.after else None,
         ),
     )
 
@@ -369,20 +375,42 @@ def ingest_health(pool: Pool) -> Response:
 # ── Liveness ──────────────────────────────────────────────────────────────────────────────
 
 
+# On a hot standby: how far replay is behind — 0 s when everything received is replayed, else
+# the age of the last replayed commit; the bytes received but not replayed; whether a WAL
+# receiver is running (pg_stat_wal_receiver shows its row, without details, to any role).
+_HEALTH_SQL = """
+SELECT json_build_object('status', 'ok', 'database', 'ok',
+    'database_role', CASE WHEN r.standby THEN 'replica' ELSE 'primary' END,
+    'refresher', %s::text, 'refresher_reason', %s::text,
+    'v_trips_refreshed_at', (SELECT max(finished_at) FROM reporting.refresh_log
+        WHERE object_name = 'reporting.v_trips' AND ok),
+    'replica_lag_s', CASE WHEN r.standby THEN CASE
+        WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+        ELSE round(extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp()), 3)
+        END END,
+    'replica_lag_bytes', CASE WHEN r.standby
+        THEN pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()) END,
+    'replica_replayed_at', CASE WHEN r.standby THEN pg_last_xact_replay_timestamp() END,
+    'replica_streaming', CASE WHEN r.standby
+        THEN EXISTS (SELECT 1 FROM pg_stat_wal_receiver) END)::text
+FROM (SELECT pg_is_in_recovery() AS standby) r
+"""
+
+
 @health_router.get("/health", response_class=Response)
-def health(pool: Pool) -> Response:
-    """200 when the read-only database connection answers within 5 s, else 503.
+def health(request: Request, pool: Pool) -> Response:
+    """200 when the read-only database connection answers within 5 s, else 503. Says whether
+    that database is the primary or a replica (with its replay lag) and where the `v_trips`
+    refresher runs (`here`, `worker`, `off`, `pending`; dashboard/refresher.py).
 
     No API key needed (load balancers and uptime probes call it).
     """
-    sql = (
-        "SELECT json_build_object('status', 'ok', 'database', 'ok',"
-        " 'v_trips_refreshed_at', (SELECT max(finished_at) FROM reporting.refresh_log"
-        "  WHERE object_name = 'reporting.v_trips' AND ok))::text"
-    )
+    host = getattr(request.app.state, "refresher_host", None)
+    placement = str(getattr(host, "placement", "off"))
+    reason = str(getattr(host, "reason", "no refresher in this app"))
     try:
         with pool.connection(timeout=min(5.0, pool.timeout)) as conn:
-            row = conn.execute(sql).fetchone()
+            row = conn.execute(_HEALTH_SQL, (placement, reason)).fetchone()
     except (PoolTimeout, psycopg.Error) as exc:
         body = json.dumps({"status": "degraded", "database": type(exc).__name__})
         return Response(body, status_code=503, media_type="application/json")

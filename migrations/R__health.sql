@@ -56,7 +56,8 @@ FROM (VALUES
     ('job:derive_trips', 'Trips derived from positions (job)', 'job', 'derive_trips', 509),
     ('job:ticket_visits', 'Ticket visits (job)', 'job', 'ticket_visits', 510),
     ('job:geofence_events', 'Geofence events (job)', 'job', 'geofence_events', 511),
-    ('job:alerts', 'Alert rules (job)', 'job', 'alerts', 512)
+    ('job:alerts', 'Alert rules (job)', 'job', 'alerts', 512),
+    ('job:vtrips_refresh', 'Trips list refresh (job)', 'job', 'vtrips_refresh', 513)
 ) AS c(feed, label, source, method, sort_order);
 
 COMMENT ON VIEW reporting.v_health_catalog IS
@@ -130,6 +131,7 @@ RETURN CASE
     WHEN p_feed = 'job:derive_trips' THEN 3600              -- every 15 min
     WHEN p_feed = 'job:ticket_visits' THEN 3600             -- every 10 min
     WHEN p_feed = 'job:geofence_events' THEN 1800           -- every 5 min
+    WHEN p_feed = 'job:vtrips_refresh' THEN 1800            -- every 5 min
 END;
 
 -- An error text fit to show: credentials in URLs and key=value pairs are masked (the writers

@@ -21,6 +21,10 @@ DROP FUNCTION IF EXISTS reporting.fn_trips_for_map(text[], text, text, text, tim
                                                    timestamptz, integer, boolean);
 DROP FUNCTION IF EXISTS reporting.fn_trips_for_map_text(text[], text, text, text, timestamptz,
                                                         timestamptz, integer, boolean);
+-- ...and it gained p_after_time / p_after_id (the keyset cursor of the pages, issue #19).
+DROP FUNCTION IF EXISTS reporting.fn_trips_for_map_text(text[], text, text, text, timestamptz,
+                                                        timestamptz, integer, boolean, text,
+                                                        text);
 
 -- Normalise a text filter: NULL for '', 'all', '*'.
 CREATE OR REPLACE FUNCTION reporting.filter_value(p text)
@@ -340,12 +344,24 @@ $$;
 -- The window spans at most 366 days. summary.start / summary.end echo the caller's text
 -- (p_start_given / p_end_given, e.g. a date-only end '2026-11-10') when given, else the
 -- computed bounds; summary.window is the half-open [start, end) actually used.
+--
+-- Pages (issue #19: no silent truncation): the trips are taken newest first, (start_time,
+-- trip_id) DESC — the same order that picks the newest `p_limit` when capped. When more
+-- trips follow, `next_cursor` (top level) is the opaque keyset position of the oldest trip
+-- returned (reporting.list_cursor('m', start_time, trip_id), R__reporting_lists.sql); passed
+-- back (p_after_time / p_after_id, decoded by dashboard/params.py) it gives the next
+-- `p_limit` older trips. Each page's features are in ascending order like the first; every
+-- trip of the window comes exactly once over the pages (ids are unique). The summary is the
+-- whole window's on every page; summary.returned is this answer's feature count and
+-- summary.capped says that more trips follow (next_cursor is then set, except with
+-- p_limit 0: a summary-only answer).
 CREATE OR REPLACE FUNCTION reporting.fn_trips_for_map_text(
     p_vehicles text[] DEFAULT NULL, p_driver text DEFAULT NULL,
     p_cost_centre text DEFAULT NULL, p_city text DEFAULT NULL,
     p_start timestamptz DEFAULT NULL, p_end timestamptz DEFAULT NULL,
     p_limit integer DEFAULT 50000, p_with_filters boolean DEFAULT false,
-    p_start_given text DEFAULT NULL, p_end_given text DEFAULT NULL)
+    p_start_given text DEFAULT NULL, p_end_given text DEFAULT NULL,
+    p_after_time timestamptz DEFAULT NULL, p_after_id bigint DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, public
@@ -361,7 +377,10 @@ DECLARE
     v_raw     text[];
     v_plates  text[];
     v_cond    text := '';
+    v_rest    text := 'count(*)';  -- the trips at or after the cursor position
+    v_after   text := '';
     v_n       bigint;
+    v_next    text;
     features  text;
     summary   json;
 BEGIN
@@ -375,6 +394,14 @@ BEGIN
     END IF;
     IF p_limit IS NULL OR p_limit < 0 THEN
         RAISE EXCEPTION 'limit must be 0 or more' USING ERRCODE = '22023';
+    END IF;
+    IF (p_after_time IS NULL) <> (p_after_id IS NULL) THEN
+        RAISE EXCEPTION 'a cursor needs both its time and its trip id' USING ERRCODE = '22023';
+    END IF;
+    IF p_after_time IS NOT NULL THEN
+        -- the second condition lets the (start_time) index bound the scan
+        v_after := ' AND (t.start_time, t.trip_id) < ($12, $13) AND t.start_time <= $12';
+        v_rest := 'count(*) FILTER (WHERE (t.start_time, t.trip_id) < ($12, $13))';
     END IF;
     SELECT array_agg(DISTINCT btrim(v)) INTO v_raw
     FROM unnest(p_vehicles) v WHERE reporting.filter_value(v) IS NOT NULL;
@@ -396,7 +423,7 @@ BEGIN
     -- Dynamic SQL so each call is planned for the filters actually given (index on
     -- (lower(cost_centre), start_time) / (plate_norm, start_time) / start_time).
     EXECUTE format($q$
-        SELECT count(*), json_build_object(
+        SELECT %2$s, json_build_object(
             'trips', count(*), 'vehicles', count(DISTINCT t.imei),
             'drivers', count(DISTINCT t.driver_name),
             'distance_km', coalesce(sum(t.distance_km), 0),
@@ -404,7 +431,7 @@ BEGIN
             'driving_hours', round(coalesce(sum(t.driving_time_s), 0) / 3600.0, 2),
             'avg_speed_kmh', round(sum(t.distance_km) / nullif(sum(t.driving_time_s), 0) * 3600, 1),
             'max_speed_kmh', max(t.max_speed_kmh),
-            'returned', least(count(*), $8), 'capped', count(*) > $8, 'cap', $8,
+            'returned', least(%2$s, $8), 'capped', %2$s > $8, 'cap', $8,
             'start', coalesce(to_json($10::text), to_json($1)),
             'end', coalesce(to_json($11::text), to_json($2)),
             'window', json_build_object('start', $1, 'end', $2),
@@ -414,14 +441,20 @@ BEGIN
                            WHERE r.object_name = 'reporting.v_trips' AND r.ok),
             'generated_at', now())
         FROM reporting.v_trips t
-        WHERE t.start_time >= $1 AND t.start_time < $2 %s
-    $q$, v_cond)
+        WHERE t.start_time >= $1 AND t.start_time < $2 %1$s
+    $q$, v_cond, v_rest)
     INTO v_n, summary
     USING t0, t1, v_plates, v_raw, v_driver, v_cc, v_city, p_limit, v_raw,
-          p_start_given, p_end_given;
+          p_start_given, p_end_given, p_after_time, p_after_id;
 
+    -- v_n: the trips at or after the cursor. When more than p_limit, the page is the newest
+    -- p_limit of them and f is read twice (features, cursor), so PostgreSQL materializes it;
+    -- otherwise f is inlined and the query is the uncapped one of before.
     EXECUTE format($q$
-        SELECT '[' || string_agg(format(
+        WITH f AS (SELECT * FROM reporting.v_trips t
+                   WHERE t.start_time >= $1 AND t.start_time < $2 %s %s
+                   %s)
+        SELECT (SELECT '[' || string_agg(format(
             '{"type":"Feature","id":%%s,"geometry":%%s,"properties":{"trip_id":%%s,'
             '"imei":%%s,"vehicle_number":%%s,"vehicle_name":%%s,"driver_name":%%s,'
             '"cost_centre":%%s,"city":%%s,"vehicle_type":%%s,"start_time":%%s,'
@@ -446,17 +479,21 @@ BEGIN
             coalesce(f.distance_km::text, 'null'), coalesce(f.driving_time_s::text, 'null'),
             coalesce(f.duration_s::text, 'null'), coalesce(f.avg_speed_kmh::text, 'null'),
             coalesce(f.max_speed_kmh::text, 'null')),
-            ',' ORDER BY f.start_time, f.trip_id) || ']'
-        FROM (SELECT * FROM reporting.v_trips t
-              WHERE t.start_time >= $1 AND t.start_time < $2 %s
-              %s) f
-    $q$, v_cond,
-       CASE WHEN v_n > p_limit THEN 'ORDER BY t.start_time DESC, t.trip_id DESC LIMIT $8' END)
-    INTO features
-    USING t0, t1, v_plates, v_raw, v_driver, v_cc, v_city, p_limit;
+            ',' ORDER BY f.start_time, f.trip_id) || ']' FROM f),
+            %s
+    $q$, v_cond, v_after,
+       CASE WHEN v_n > p_limit THEN 'ORDER BY t.start_time DESC, t.trip_id DESC LIMIT $8' END,
+       CASE WHEN v_n > p_limit
+            THEN '(SELECT reporting.list_cursor(''m'', c.start_time, c.trip_id) FROM f c'
+                 ' ORDER BY c.start_time, c.trip_id LIMIT 1)'
+            ELSE 'NULL::text' END)
+    INTO features, v_next
+    USING t0, t1, v_plates, v_raw, v_driver, v_cc, v_city, p_limit, v_raw,
+          p_start_given, p_end_given, p_after_time, p_after_id;
 
     RETURN '{"type":"FeatureCollection","features":' || coalesce(features, '[]')
         || ',"summary":' || summary::text
+        || ',"next_cursor":' || coalesce(to_json(v_next)::text, 'null')
         || CASE WHEN p_with_filters
                 THEN ',"filters":' || reporting.fn_filter_options()::text ELSE '' END
         || '}';
@@ -716,7 +753,7 @@ REVOKE EXECUTE ON FUNCTION reporting.fn_trips_for_map(text[], text, text, text, 
                                                       timestamptz, integer, boolean) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION reporting.fn_trips_for_map_text(text[], text, text, text, timestamptz,
                                                            timestamptz, integer, boolean, text,
-                                                           text) FROM PUBLIC;
+                                                           text, timestamptz, bigint) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION reporting.check_filters(text, text, text, text[], text, boolean)
     FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION reporting.fn_filter_options() FROM PUBLIC;

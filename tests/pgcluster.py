@@ -4,6 +4,7 @@
 when the caller is root, because initdb refuses root), listens on 127.0.0.1:<free port> with
 trust authentication, and is removed on `stop(remove=True)`. Tests that need to stop and
 restart the database mid-stream (the webhook spool test) use `stop()` / `start()` directly.
+`init_replica_of(primary)` instead of `init()` makes a streaming hot standby (read replicas).
 """
 
 from __future__ import annotations
@@ -163,6 +164,30 @@ class LocalCluster:
                     "max_worker_processes = 48\n"
                     "timescaledb.max_background_workers = 32\n"
                 )
+
+    def init_replica_of(self, primary: LocalCluster) -> None:
+        """Make this data directory a streaming hot standby of `primary` (running):
+        `pg_basebackup -R` copies it (and its postgresql.conf, so the same
+        shared_preload_libraries) and writes standby.signal + primary_conninfo. Create this
+        cluster with `timescaledb=primary.timescaledb`; then `start()` as usual."""
+        self.sock_dir.mkdir(parents=True, exist_ok=True)
+        if self._as_postgres:
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.base, pw.pw_uid, pw.pw_gid)
+            os.chown(self.sock_dir, pw.pw_uid, pw.pw_gid)
+        self._run(
+            [
+                self.bin / "pg_basebackup",
+                "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres",
+                "-D", self.data, "-R", "-X", "stream", "-c", "fast", "--no-sync",
+            ]
+        )  # fmt: skip
+        with (self.data / "postgresql.conf").open("a") as fh:
+            fh.write(
+                f"\n# hot standby of 127.0.0.1:{primary.port}\n"
+                f"unix_socket_directories = '{self.sock_dir}'\n"
+                "hot_standby = on\nhot_standby_feedback = on\n"
+            )
 
     def start(self, timeout: float = 30.0) -> None:
         """Start the server and wait until it accepts connections (a failure quotes the log)."""
