@@ -89,6 +89,42 @@ def _csv(
     )
 
 
+def _vehicle_list(
+    pool: ConnectionPool,
+    kind: str,
+    rows_fn: str,
+    filters: tuple[str | None, str | None, str | None, str | None],
+    paging: tuple[str | None, str | None, str | None, str | None],
+) -> Response:
+    """Trips or stops of a window: a JSON page (`reporting.fn_<kind>_page`) or, asked for
+    CSV, every row of the window (`rows_fn`). `filters` = (vehicle_number, cost_centre,
+    start, end) as sent; `paging` = (limit, cursor, format, Accept) as sent."""
+    vehicle, cc = _filters(filters[0], filters[1])
+    window = parse_window(filters[2], filters[3], default=timedelta(days=LIST_DEFAULT_DAYS))
+    limit, cursor, fmt, accept = paging
+    if parse_format(fmt, accept) == "csv":
+        return _csv(
+            pool,
+            kind,
+            f"SELECT r.* FROM reporting.{rows_fn}(%s, %s, %s, %s) r"
+            " WHERE reporting.check_filters(%s, p_vehicles => ARRAY[%s]::text[])",
+            (vehicle, cc, window.start, window.end, cc, vehicle),
+            window,
+        )
+    return json_from_sql(
+        pool,
+        f"SELECT reporting.fn_{kind}_page(%s, %s, %s, %s, %s, %s, %s)::text",
+        (
+            vehicle,
+            cc,
+            window.start,
+            window.end,
+            parse_list_limit(limit),
+            *_after(parse_cursor(cursor, kind)),
+        ),
+    )
+
+
 @router.get("/analytics/trips", response_class=Response, responses=_JSON_OK)
 def trips(
     pool: Pool,
@@ -102,29 +138,9 @@ def trips(
     accept: AcceptH = None,
 ) -> Response:
     """Trips newest first (default window: the 7 days up to `end`), live from the trips table."""
-    vehicle, cc = _filters(vehicle_number, cost_centre)
-    window = parse_window(start, end, default=timedelta(days=LIST_DEFAULT_DAYS))
-    if parse_format(format, accept) == "csv":
-        return _csv(
-            pool,
-            "trips",
-            "SELECT r.* FROM reporting.fn_trip_rows(%s, %s, %s, %s) r"
-            " WHERE reporting.check_filters(%s, p_vehicles => ARRAY[%s]::text[])",
-            (vehicle, cc, window.start, window.end, cc, vehicle),
-            window,
-        )
-    return json_from_sql(
-        pool,
-        "SELECT reporting.fn_trips_page(%s, %s, %s, %s, %s, %s, %s)::text",
-        (
-            vehicle,
-            cc,
-            window.start,
-            window.end,
-            parse_list_limit(limit),
-            *_after(parse_cursor(cursor, "trips")),
-        ),
-    )
+    return _vehicle_list(pool, "trips", "fn_trip_rows",
+                         (vehicle_number, cost_centre, start, end),
+                         (limit, cursor, format, accept))  # fmt: skip
 
 
 @router.get("/analytics/stops", response_class=Response, responses=_JSON_OK)
@@ -140,29 +156,9 @@ def stops(
     accept: AcceptH = None,
 ) -> Response:
     """Stops (parked: ignition off; idling: on) newest first (default: the last 7 days)."""
-    vehicle, cc = _filters(vehicle_number, cost_centre)
-    window = parse_window(start, end, default=timedelta(days=LIST_DEFAULT_DAYS))
-    if parse_format(format, accept) == "csv":
-        return _csv(
-            pool,
-            "stops",
-            "SELECT r.* FROM reporting.fn_stop_rows(%s, %s, %s, %s) r"
-            " WHERE reporting.check_filters(%s, p_vehicles => ARRAY[%s]::text[])",
-            (vehicle, cc, window.start, window.end, cc, vehicle),
-            window,
-        )
-    return json_from_sql(
-        pool,
-        "SELECT reporting.fn_stops_page(%s, %s, %s, %s, %s, %s, %s)::text",
-        (
-            vehicle,
-            cc,
-            window.start,
-            window.end,
-            parse_list_limit(limit),
-            *_after(parse_cursor(cursor, "stops")),
-        ),
-    )
+    return _vehicle_list(pool, "stops", "fn_stop_rows",
+                         (vehicle_number, cost_centre, start, end),
+                         (limit, cursor, format, accept))  # fmt: skip
 
 
 @router.get("/analytics/alarms", response_class=Response, responses=_JSON_OK)
