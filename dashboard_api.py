@@ -46,6 +46,7 @@ OPTIONAL_ROUTERS = (
     "dashboard.visits",
     "dashboard.alerts",
     "dashboard.lists",  # trips / stops / alarms lists and their CSV (issue #18)
+    "dashboard.tiles",  # vector tiles of live positions, trips, tracks (issue #19)
 )
 
 

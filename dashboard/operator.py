@@ -35,6 +35,7 @@ LEAFLET = NODE_MODULES / "leaflet" / "dist"
 MARKERCLUSTER = NODE_MODULES / "leaflet.markercluster" / "dist"
 SWAGGER_UI = NODE_MODULES / "swagger-ui-dist"
 REDOC = NODE_MODULES / "redoc" / "bundles"
+PBF = NODE_MODULES / "pbf" / "dist"
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,9 @@ STATIC_FILES: dict[str, Path] = {
     "vendor/leaflet/leaflet.js": LEAFLET / "leaflet.js",
     "vendor/leaflet/leaflet.css": LEAFLET / "leaflet.css",
     "app/basemap.geojson": WEB / "basemap.geojson",
+    # Low-zoom vehicle tiles: pbf's browser build reads protobuf, web/mvt.js decodes MVT.
+    "app/mvt.js": WEB / "mvt.js",
+    "vendor/pbf/pbf.js": PBF / "pbf.js",
     "vendor/markercluster/leaflet.markercluster.js": MARKERCLUSTER / "leaflet.markercluster.js",
     "vendor/markercluster/MarkerCluster.css": MARKERCLUSTER / "MarkerCluster.css",
     "vendor/markercluster/MarkerCluster.Default.css": MARKERCLUSTER / "MarkerCluster.Default.css",

@@ -395,7 +395,9 @@ def test_hostile_registry_values_render_as_text(browser: Browser, api: str, csp:
                  return [r.left + r.width / 2, r.top + r.height / 2];
                })"""
         )  # fmt: skip
-        assert len(centres) == 2
+        # The selected (hostile) vehicle is always a marker; the other one is a marker or,
+        # when the page's zoom is ≤ 8, a dot on the vehicle-tile canvas (no DOM, no tooltip).
+        assert len(centres) in (1, 2)
         tooltips = []
         for x, y in centres:
             tab.call("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y})
@@ -405,13 +407,14 @@ def test_hostile_registry_values_render_as_text(browser: Browser, api: str, csp:
             tab.call("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": 5, "y": 300})
             tab.wait_for('document.querySelector(".leaflet-tooltip") === null')
         assert any(text.startswith(HOSTILE_PLATE + " · ") for text in tooltips), tooltips
-        assert any(text.startswith("KDA 310M · ") for text in tooltips), tooltips
+        if len(centres) == 2:
+            assert any(text.startswith("KDA 310M · ") for text in tooltips), tooltips
 
         browser.pump(0.5)  # a late onerror/onload would have fired by now
         assert tab.evaluate("document.title") == PAGE_TITLE
         assert tab.evaluate('document.querySelector("img[src=x], svg[onload], [onerror]")') is None
-        # Leaflet, Leaflet.markercluster, app.js
-        assert tab.evaluate('document.querySelectorAll("script").length') == 3
+        # Leaflet, Leaflet.markercluster, pbf, mvt.js (low-zoom vehicle tiles), app.js
+        assert tab.evaluate('document.querySelectorAll("script").length') == 5
         assert tab.dialogs == []
         assert not any(r["url"].endswith("/x") for r in tab.requests), "an <img src=x> loaded"
         assert tab.other_hosts == []

@@ -159,6 +159,8 @@
     keyInput.value = "";
     keyForm.hidden = true;
     document.body.dataset.needsKey = "0";
+    if (!live.source) openStream();
+    enableFleetTiles();
     tick();
   });
 
@@ -174,13 +176,14 @@
   // Panes, bottom to top: offline basemap (under the tiles: seen only when they are off or
   // fail), tiles, track paths, city labels, arrows, selection ring, vehicles, playback marker;
   // cluster icons and the track's start/end stay in Leaflet's own panes above/below.
-  const panes = [["basemap", 150], ["labels", 410], ["arrows", 420], ["highlight", 440], ["vehicles", 450],
+  const panes = [["basemap", 150], ["labels", 410], ["arrows", 420], ["highlight", 440], ["fleet", 445], ["vehicles", 450],
                  ["playback", 460]];
   for (const [name, z] of panes) map.createPane(name).style.zIndex = String(z);
   map.getPane("labels").style.pointerEvents = "none";
   map.getPane("arrows").style.pointerEvents = "none";
   map.getPane("highlight").style.pointerEvents = "none";
   map.getPane("playback").style.pointerEvents = "none";
+  map.getPane("fleet").style.pointerEvents = "none";
 
   const tilesNote = L.control({ position: "topright" });
   tilesNote.onAdd = function () {
@@ -319,7 +322,11 @@
   function renderVehicles() {
     const shown = visibleVehicles();
     cluster.clearLayers();
-    cluster.addLayers(shown.map((v) => v.marker));
+    // At low zoom the vehicle tiles draw the fleet: only the selected vehicle keeps its marker.
+    const low = lowZoom();
+    cluster.addLayers(shown.filter((v) => !low || v.p.imei === state.selected).map((v) => v.marker));
+    fleetTiles.visible = state.vehicles.length ? new Set(shown.map((v) => String(v.p.imei))) : null;
+    repaintFleetTiles();
     $("vehicle-count").textContent = `${shown.length} of ${state.vehicles.length}`;
     document.body.dataset.listed = String(shown.length);
     // Rebuild the list only when it changes (a refresh would otherwise take the focus away).
@@ -354,31 +361,43 @@
            state.vehicles.find((v) => norm(v.p.vehicle_name) === key) || null;
   }
 
-  async function refreshPositions() {
-    const fc = await getJSON("/webhook/live-positions");
+  // A vehicle from a Feature of /webhook/live-positions (or the stream); null without a point.
+  function vehicleFrom(f) {
+    if (!f || !f.geometry || f.geometry.type !== "Point") return null;
+    const [lng, lat] = f.geometry.coordinates;
+    const p = f.properties || {};
+    const label = text(p.vehicle_number || p.vehicle_name || p.imei);
+    const marker = L.circleMarker([lat, lng], {
+      radius: 7, weight: 2, color: "#fff", fillOpacity: 0.9, pane: "vehicles",
+      fillColor: COLORS[statusOf(p)], className: "vehicle-marker",
+    });
+    const v = { p, lat, lng, label, marker };
+    marker.bindTooltip(tooltipContent(label, p));
+    marker.on("click", () => selectVehicle(v, false));
+    // The IMEI on the marker's SVG path (a DOM attribute, never markup): tests and tools find it.
+    marker.on("add", () => { const path = marker.getElement(); if (path) path.dataset.imei = String(p.imei || ""); });
+    return v;
+  }
+
+  function showSummary(s) {
+    $("summary").textContent =
+      `${state.vehicles.length} vehicles — ${text(s.moving)} moving, ${text(s.idle)} idle, ` +
+      `${text(s.parked)} parked, ${text(s.offline)} offline`;
+    $("updated").textContent = "updated " + timeFmt.format(new Date()) + " EAT";
+    document.body.dataset.vehicles = String(state.vehicles.length);
+  }
+
+  // The whole fleet: a poll of /webhook/live-positions or the stream's `snapshot`.
+  async function applyCollection(fc) {
     const vehicles = [];
     for (const f of fc.features || []) {
-      if (!f.geometry || f.geometry.type !== "Point") continue;
-      const [lng, lat] = f.geometry.coordinates;
-      const p = f.properties || {};
-      const label = text(p.vehicle_number || p.vehicle_name || p.imei);
-      const marker = L.circleMarker([lat, lng], {
-        radius: 7, weight: 2, color: "#fff", fillOpacity: 0.9, pane: "vehicles",
-        fillColor: COLORS[statusOf(p)], className: "vehicle-marker",
-      });
-      const v = { p, lat, lng, label, marker };
-      marker.bindTooltip(tooltipContent(label, p));
-      marker.on("click", () => selectVehicle(v, false));
-      vehicles.push(v);
+      const v = vehicleFrom(f);
+      if (v) vehicles.push(v);
     }
     state.vehicles = vehicles;
     renderVehicles();
-    const s = fc.summary || {};
-    $("summary").textContent =
-      `${vehicles.length} vehicles — ${text(s.moving)} moving, ${text(s.idle)} idle, ` +
-      `${text(s.parked)} parked, ${text(s.offline)} offline`;
-    $("updated").textContent = "updated " + timeFmt.format(new Date()) + " EAT";
-    document.body.dataset.vehicles = String(vehicles.length);
+    fleetChanged();
+    showSummary(fc.summary || {});
     const current = state.selected && vehicles.find((v) => v.p.imei === state.selected);
     if (current) drawHighlight(current);
     if (!state.fitted && vehicles.length) {
@@ -402,6 +421,57 @@
         }
       }
     }
+  }
+
+  async function refreshPositions() {
+    await applyCollection(await getJSON("/webhook/live-positions"));
+  }
+
+  // One vehicle's new state from the stream (`position`): its marker moves, the list and the
+  // counts follow (rendered at most once per RENDER_MS however many events arrive).
+  function applyPosition(f) {
+    const fresh = vehicleFrom(f);
+    if (!fresh) return;
+    const v = state.vehicles.find((x) => x.p.imei === fresh.p.imei);
+    if (!v) {
+      state.vehicles.push(fresh);
+    } else {
+      // Moved in place; the next render (clearLayers + addLayers) re-clusters it.
+      v.p = fresh.p;
+      v.lat = fresh.lat;
+      v.lng = fresh.lng;
+      v.label = fresh.label;
+      v.marker.setLatLng([v.lat, v.lng]);
+      v.marker.setStyle({ fillColor: COLORS[statusOf(v.p)] });
+      v.marker.setTooltipContent(tooltipContent(v.label, v.p));
+      const path = v.marker.getElement();
+      if (path) path.dataset.imei = String(v.p.imei || "");
+    }
+    if (fresh.p.imei === state.selected) drawHighlight(v || fresh);
+    scheduleRender();
+  }
+
+  // A vehicle left the stream's filter or the map (`remove`).
+  function applyRemove(id) {
+    const v = state.vehicles.find((x) => String(x.p.imei) === String(id));
+    if (!v) return;
+    state.vehicles = state.vehicles.filter((x) => x !== v);
+    if (v.p.imei === state.selected) highlightLayer.clearLayers();
+    scheduleRender();
+  }
+
+  const RENDER_MS = 1000;
+  let renderTimer = null;
+  function scheduleRender() {
+    if (renderTimer !== null) return;
+    renderTimer = setTimeout(() => {
+      renderTimer = null;
+      renderVehicles();
+      fleetChanged();
+      const counts = { moving: 0, idle: 0, parked: 0, offline: 0 };
+      for (const v of state.vehicles) counts[statusOf(v.p)] += 1;
+      showSummary(counts);
+    }, RENDER_MS);
   }
 
   function drawHighlight(v) {
@@ -960,16 +1030,286 @@
   narrow.addEventListener("change", onWidth);
   onWidth();
 
+  // ── Low zoom: the live fleet from vector tiles ───────────────────────────────────────
+  // At z ≤ FLEET_TILE_MAX_ZOOM a 256-px tile spans ≥ 156 km and a pixel ≥ 600 m: vehicles are
+  // dots over a region or the whole country, too close to click apart, while thousands of SVG
+  // markers and their clustering cost the browser far more than drawing the read-API's tiles
+  // (GET /tiles/live/{z}/{x}/{y}.mvt, decoded by web/mvt.js, painted on canvas). From z 9 on:
+  // markers and clusters with tooltips and clicks; the selected vehicle keeps its marker at
+  // every zoom. The tiles follow the list's search and status filters (a feature whose IMEI
+  // the list does not show is not drawn) and are fetched again at most every REFRESH_MS while
+  // positions change: 15 s of driving is less than a pixel at these zooms. Without the tiles
+  // endpoint (its TileJSON does not load) the page keeps markers at every zoom.
+  const FLEET_TILE_MAX_ZOOM = 8;
+  const FLEET_TILEJSON = "/tiles/live.json";
+  const FLEET_TILE_PATH = "/tiles/live/{z}/{x}/{y}.mvt";
+  const fleetTiles = { layer: null, url: null, low: false, changed: false, visible: null, loading: false };
+
+  function lowZoom() { return fleetTiles.layer !== null && map.getZoom() <= FLEET_TILE_MAX_ZOOM; }
+
+  async function fetchFleetTile(coords) {
+    const url = fleetTiles.url.replace("{z}", coords.z).replace("{x}", coords.x).replace("{y}", coords.y);
+    // no-cache: revalidate (the tiles carry cache headers; a live tile must not be stale).
+    const response = await fetch(url, { headers: keyHeaders(), credentials: "same-origin", cache: "no-cache" });
+    if (response.status === 401) throw new KeyNeeded(Boolean(storedKey()));
+    if (response.status === 204) return [];
+    if (!response.ok) throw new Error(url + " answered " + response.status);
+    const layer = FleetMvt.decode(new Uint8Array(await response.arrayBuffer())).live;
+    if (!layer) return [];
+    const size = 256 / (layer.extent || 4096);
+    const points = [];
+    for (const f of layer.features) {
+      if (f.type !== "Point") continue;
+      for (const part of f.geometry) {
+        for (const [x, y] of part) points.push({ x: x * size, y: y * size, p: f.properties });
+      }
+    }
+    return points;
+  }
+
+  function paintFleetTile(canvas) {
+    const ctx = canvas.getContext("2d");
+    const ratio = canvas.width / 256;
+    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+    ctx.clearRect(0, 0, 256, 256);
+    let drawn = 0;
+    for (const pt of canvas.fleetPoints || []) {
+      const imei = String(pt.p.imei);
+      if (imei === String(state.selected)) continue; // drawn as its marker
+      if (fleetTiles.visible && !fleetTiles.visible.has(imei)) continue;
+      ctx.beginPath();
+      ctx.arc(pt.x, pt.y, 4.5, 0, 2 * Math.PI);
+      ctx.fillStyle = COLORS[pt.p.status] || COLORS.offline;
+      ctx.fill();
+      ctx.lineWidth = 1.5;
+      ctx.strokeStyle = "#fff";
+      ctx.stroke();
+      drawn += 1;
+    }
+    canvas.dataset.points = String(drawn);
+  }
+
+  // How many vehicles the tiles of the current zoom show (a vehicle near a tile edge is in
+  // two tiles' buffers: counted once).
+  function countFleetPoints() {
+    const layer = fleetTiles.layer;
+    const shown = new Set();
+    if (layer && layer._map) {
+      const z = Math.round(map.getZoom());
+      for (const t of Object.values(layer._tiles)) {
+        if (t.coords.z !== z) continue;
+        for (const pt of t.el.fleetPoints || []) {
+          const imei = String(pt.p.imei);
+          if (imei !== String(state.selected) && (!fleetTiles.visible || fleetTiles.visible.has(imei))) shown.add(imei);
+        }
+      }
+    }
+    document.body.dataset.tilePoints = String(shown.size);
+    $("fleet-tiles-note").textContent = layer && layer._map ? `${shown.size} vehicles drawn from vector tiles` : "";
+  }
+
+  const FleetTileLayer = L.GridLayer.extend({
+    createTile(coords, done) {
+      const canvas = L.DomUtil.create("canvas", "fleet-tile");
+      const ratio = Math.min(window.devicePixelRatio || 1, 2);
+      canvas.width = 256 * ratio;
+      canvas.height = 256 * ratio;
+      fetchFleetTile(coords).then((points) => {
+        canvas.fleetPoints = points;
+        paintFleetTile(canvas);
+        done(null, canvas);
+        countFleetPoints();
+      }).catch((err) => {
+        if (err instanceof KeyNeeded) askForKey(err.refused);
+        done(err, canvas);
+      });
+      return canvas;
+    },
+  });
+
+  // Repaint the loaded tiles (filters or the selection changed): no new requests.
+  function repaintFleetTiles() {
+    const layer = fleetTiles.layer;
+    if (!layer || !layer._map) return;
+    for (const t of Object.values(layer._tiles)) paintFleetTile(t.el);
+    countFleetPoints();
+  }
+
+  // Positions changed: the tiles are fetched again on the next refresh tick (in place, no flicker).
+  function fleetChanged() { fleetTiles.changed = true; }
+
+  function refreshFleetTiles() {
+    const layer = fleetTiles.layer;
+    if (!layer || !layer._map || !fleetTiles.changed) return;
+    fleetTiles.changed = false;
+    for (const t of Object.values(layer._tiles)) {
+      fetchFleetTile(t.coords).then((points) => {
+        t.el.fleetPoints = points;
+        paintFleetTile(t.el);
+        countFleetPoints();
+      }).catch(() => { /* keep the last picture */ });
+    }
+  }
+
+  // Markers or tiles, by zoom.
+  function updateFleetMode() {
+    const low = lowZoom();
+    document.body.dataset.fleetLayer = low ? "tiles" : "markers";
+    if (low === fleetTiles.low) return;
+    fleetTiles.low = low;
+    if (low) fleetTiles.layer.addTo(map);
+    else map.removeLayer(fleetTiles.layer);
+    renderVehicles();
+    countFleetPoints();
+  }
+  map.on("zoomend", updateFleetMode);
+
+  // Feature check: the tiles are used only when the read-API has them (its TileJSON loads).
+  async function enableFleetTiles() {
+    if (fleetTiles.layer || fleetTiles.loading || typeof FleetMvt === "undefined") return;
+    fleetTiles.loading = true;
+    try {
+      const tj = await getJSON(FLEET_TILEJSON);
+      const template = Array.isArray(tj.tiles) && typeof tj.tiles[0] === "string" ? new URL(tj.tiles[0], location.href) : null;
+      // Only this origin (the CSP's connect-src) and only a template with the placeholders.
+      fleetTiles.url = template && template.origin === location.origin && /\{z\}.*\{x\}.*\{y\}/.test(decodeURI(template.pathname))
+        ? decodeURI(template.pathname) + template.search : FLEET_TILE_PATH;
+      fleetTiles.layer = new FleetTileLayer({
+        pane: "fleet", minZoom: Number.isInteger(tj.minzoom) ? tj.minzoom : 0, maxZoom: FLEET_TILE_MAX_ZOOM,
+        updateWhenZooming: false,
+      });
+      fleetTiles.changed = false;
+      updateFleetMode();
+    } catch (err) {
+      document.body.dataset.fleetLayer = "markers"; // no tiles on this server: markers at every zoom
+    } finally {
+      fleetTiles.loading = false;
+    }
+  }
+
+  // ── Live positions: server-sent events, polling as the fallback ──────────────────────
+  // GET /webhook/live-positions/stream (dashboard/live_stream.py, docs/api.md) sends a
+  // `snapshot` (the JSON endpoint's FeatureCollection), then `position` (a Feature) and
+  // `remove` events as fixes reach the database: while it is open the page does not poll.
+  // EventSource cannot send the key header, so the page POSTs .../stream/token with it and
+  // opens ?token=; before the token expires a new one opens a new EventSource that resumes
+  // after the last event id (?last_event_id=: the server sends only what changed since).
+  // Refused (503: the worker streams to LIVE_STREAM_MAX_CLIENTS already; 404: an API
+  // without the stream), broken or not open within STREAM_OPEN_MS: the page polls every
+  // REFRESH_MS, says "polling", and tries the stream again after STREAM_RETRY_MS.
+  const STREAM_PATH = "/webhook/live-positions/stream";
+  const STREAM_OPEN_MS = 10000;
+  const STREAM_RETRY_MS = 30000; // the stream's Retry-After on 503
+  const TOKEN_MARGIN_S = 60; // renew this long before the token expires
+  const live = { source: null, lastId: null, renewTimer: null, retryTimer: null, openTimer: null };
+
+  function setLiveMode(mode) {
+    const badge = $("live-status");
+    badge.textContent = mode;
+    badge.className = "badge live-" + mode;
+    badge.title = mode === "live" ? "positions arrive as they reach the database (server-sent events)"
+                : mode === "polling" ? `live stream unavailable: positions are fetched every ${REFRESH_MS / 1000} s`
+                : "opening the live stream";
+    document.body.dataset.live = mode;
+  }
+  setLiveMode("connecting");
+
+  async function streamToken() {
+    const response = await fetch(STREAM_PATH + "/token",
+                                 { method: "POST", headers: keyHeaders(), credentials: "same-origin" });
+    if (response.status === 401) throw new KeyNeeded(Boolean(storedKey()));
+    if (!response.ok) throw new Error("the live stream's token: HTTP " + response.status);
+    return response.json();
+  }
+
+  function closeStream() {
+    clearTimeout(live.renewTimer);
+    clearTimeout(live.openTimer);
+    if (live.source) live.source.close();
+    live.source = null;
+  }
+
+  // The stream failed (or never opened): poll at once and from now on, retry it later.
+  function streamFailed(wasLive) {
+    closeStream();
+    const first = document.body.dataset.live !== "polling";
+    setLiveMode("polling");
+    if (first) refreshPositions().catch((err) => { $("updated").textContent = "error: " + err.message; });
+    clearTimeout(live.retryTimer);
+    // A stream that was open just broke (its token expired on a reconnect, a worker restarted):
+    // a new token at once; a refused one is asked again only after Retry-After.
+    live.retryTimer = setTimeout(openStream, wasLive ? 1000 : STREAM_RETRY_MS);
+  }
+
+  function onStream(source, name, handle) {
+    source.addEventListener(name, (event) => {
+      if (source !== live.source) return; // a replaced stream's late event
+      if (event.lastEventId) live.lastId = event.lastEventId;
+      handle(event);
+    });
+  }
+
+  async function openStream() {
+    clearTimeout(live.retryTimer);
+    let token;
+    try {
+      token = await streamToken();
+    } catch (err) {
+      if (err instanceof KeyNeeded) {
+        closeStream();
+        askForKey(err.refused); // the key form's submit opens the stream again
+        return;
+      }
+      streamFailed(false);
+      return;
+    }
+    const query = new URLSearchParams({ token: String(token.token) });
+    if (live.lastId !== null) query.set("last_event_id", live.lastId);
+    const wasLive = document.body.dataset.live === "live";
+    closeStream();
+    const source = new EventSource(STREAM_PATH + "?" + query.toString());
+    live.source = source;
+    live.openTimer = setTimeout(() => { if (source === live.source) streamFailed(false); }, STREAM_OPEN_MS);
+    source.addEventListener("open", () => {
+      if (source !== live.source) return;
+      clearTimeout(live.openTimer);
+      setLiveMode("live");
+    });
+    source.addEventListener("error", () => {
+      if (source !== live.source) return;
+      // CLOSED: refused (503, 401, 4xx), EventSource gives up. CONNECTING: it reconnects by
+      // itself with Last-Event-ID; not open again within STREAM_OPEN_MS → polling.
+      if (source.readyState === EventSource.CLOSED) {
+        streamFailed(document.body.dataset.live === "live");
+      } else {
+        clearTimeout(live.openTimer);
+        live.openTimer = setTimeout(() => {
+          if (source === live.source && source.readyState !== EventSource.OPEN) streamFailed(false);
+        }, STREAM_OPEN_MS);
+      }
+    });
+    onStream(source, "snapshot", (e) => { applyCollection(JSON.parse(e.data)); });
+    onStream(source, "position", (e) => { applyPosition(JSON.parse(e.data)); });
+    onStream(source, "remove", (e) => { applyRemove((JSON.parse(e.data) || {}).id); });
+    // The token only opens a connection: renew it (a new stream, resumed) before it expires.
+    const ttl = Math.max(Number(token.expires_in) || 300, TOKEN_MARGIN_S * 2);
+    live.renewTimer = setTimeout(openStream, (ttl - TOKEN_MARGIN_S) * 1000);
+    if (wasLive) setLiveMode("live"); // a renewal: no flicker to "connecting"
+  }
+
   // ── Refresh loop ──────────────────────────────────────────────────────────────────────
   let ticks = 0;
   async function tick() {
-    const results = await Promise.allSettled([refreshPositions(), refreshHealth()]);
+    // Positions are polled only while the live stream is unavailable.
+    const polling = document.body.dataset.live === "polling";
+    const results = await Promise.allSettled([polling ? refreshPositions() : null, refreshHealth()]);
     const errors = results.filter((r) => r.status === "rejected").map((r) => r.reason);
     const keyNeeded = errors.find((reason) => reason instanceof KeyNeeded);
     if (keyNeeded) askForKey(keyNeeded.refused);
     if (errors.length) $("updated").textContent = "error: " + errors[0].message;
     document.body.dataset.ready = "1";
     if (keyNeeded) return;
+    refreshFleetTiles();
     // Slower panels: at start and every 4th refresh (a minute); alarms only while the
     // operator has not paged further (a refresh would drop the pages read).
     if (ticks % 4 === 0) {
@@ -981,6 +1321,8 @@
     ticks += 1;
   }
 
+  openStream();
+  enableFleetTiles();
   tick();
   setInterval(tick, REFRESH_MS);
 })();
