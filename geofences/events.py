@@ -10,10 +10,11 @@ One incremental pass (`run_pass`), every step one statement over all vehicles at
    visit is always rebuilt whole and late fixes inside an old visit reshape it.
 3. **Membership** — the plausible fixes from there on (`quality_flag IS NULL`), numbered in
    time order per IMEI, are tested against every fence (`ST_Intersects`, boundary counts as
-   inside, GiST index) and grouped at once into runs of consecutive fixes inside each
-   (IMEI, fence) — one row per run, so the work grows with the fixes, not fences x fixes. For the
-   vehicle's *home* (fences of kind region/city_zone whose city or cost centre is the
-   vehicle's), a fix is *away* when it is in none of them — the virtual fence 0.
+   inside, through the fences' grid index) and grouped at once into runs of consecutive
+   fixes inside each (IMEI, fence) — one row per run, so the work grows with the fixes, not
+   fences x fixes. For the vehicle's *home* (fences of kind region/city_zone whose city or
+   cost centre is the vehicle's), a fix is *away* when it is in none of them — the virtual
+   fence 0.
 4. **Hysteresis** — consecutive fixes with the same flag form a run; a run *counts* when it
    has GEOFENCE_MIN_FIXES fixes spanning GEOFENCE_MIN_SECONDS. The state (inside/outside,
    starting outside) changes only at a run that counts, so jitter across the boundary (runs
@@ -23,6 +24,10 @@ One incremental pass (`run_pass`), every step one statement over all vehicles at
 5. New or reshaped fences (`events_computed_at IS NULL`) are computed over the whole horizon
    for every vehicle (and every home, when a region/city zone changed).
 6. The watermark moves to the pass's start, in the same transaction.
+
+One pass at a time (advisory lock `PASS_LOCK`). The per-fix work table is UNLOGGED, not
+temporary, so that parallel workers can read it (`FIXES_SQL`); it lives only inside the
+pass's transaction. The rest of the pass's work tables are temporary (`gf_*`).
 """
 
 from __future__ import annotations
@@ -43,7 +48,13 @@ log = logging.getLogger(__name__)
 WATERMARK_MARGIN = timedelta(minutes=10)  # a transaction open at the last run is not missed
 RESTART_PAD = timedelta(hours=6)  # context re-read before a vehicle's earliest new fix
 HOME_KINDS = ("region", "city_zone")
+PASS_LOCK = 1_607_160_416  # advisory lock key held by a pass for its transaction
 WORK_MEM = "256MB"  # for this transaction only: ~500,000 fixes and their hits sort in memory
+PARALLEL_SETTINGS = {  # for the pass's transaction only (`compute`)
+    "max_parallel_workers_per_gather": 2,
+    "parallel_setup_cost": 100,
+    "parallel_tuple_cost": 0.01,
+}
 
 
 @dataclass(frozen=True)
@@ -76,35 +87,30 @@ class PassResult:
 # long prefixes, which makes text comparisons slow), and the IMEI comes back at the writes.
 _TEMP_TABLES = """
 CREATE TEMP TABLE IF NOT EXISTS gf_dirty (imei text COLLATE "C" PRIMARY KEY,
-    t0 timestamptz NOT NULL, vid integer NOT NULL) ON COMMIT DROP;
+    t0 timestamptz NOT NULL, vid integer NOT NULL, lo timestamptz) ON COMMIT DROP;
 CREATE TEMP TABLE IF NOT EXISTS gf_start (imei text COLLATE "C", fid bigint, start timestamptz)
-    ON COMMIT DROP;
-CREATE TEMP TABLE IF NOT EXISTS gf_fix (vid integer, rn bigint, t timestamptz,
-    lat double precision, lng double precision, prev_t timestamptz, next_t timestamptz)
     ON COMMIT DROP;
 CREATE TEMP TABLE IF NOT EXISTS gf_hit (vid integer, rn bigint, t timestamptz, fid bigint)
     ON COMMIT DROP;
 CREATE TEMP TABLE IF NOT EXISTS gf_in (vid integer, fid bigint, rn bigint, t timestamptz,
     prev_t timestamptz, next_t timestamptz) ON COMMIT DROP;
-CREATE TEMP TABLE IF NOT EXISTS gf_run (vid integer, fid bigint, r0 bigint, r1 bigint,
-    first_t timestamptz, last_t timestamptz, n bigint, before_t timestamptz, after_t timestamptz)
-    ON COMMIT DROP;
 CREATE TEMP TABLE IF NOT EXISTS gf_result (vid integer, fid bigint, start_t timestamptz,
     end_t timestamptz, last_in timestamptz, n_in bigint) ON COMMIT DROP;
-TRUNCATE gf_dirty, gf_start, gf_fix, gf_hit, gf_in, gf_run, gf_result
+TRUNCATE gf_dirty, gf_start, gf_hit, gf_in, gf_result
 """
 
 DIRTY_SQL = """
-INSERT INTO gf_dirty (imei, t0, vid)
-SELECT p.imei, min(p.gps_time) - %(pad)s, row_number() OVER (ORDER BY p.imei)
+INSERT INTO gf_dirty (imei, t0, vid, lo)
+SELECT p.imei, min(p.gps_time) - %(pad)s, row_number() OVER (ORDER BY p.imei),
+       min(p.gps_time) - %(pad)s
 FROM tracksolid.position_history p
 WHERE p.received_at > %(since)s AND p.gps_time >= %(horizon)s AND p.quality_flag IS NULL
 GROUP BY p.imei
 """
 
 ALL_SQL = """
-INSERT INTO gf_dirty (imei, t0, vid)
-SELECT imei, %(horizon)s::timestamptz, row_number() OVER (ORDER BY imei)
+INSERT INTO gf_dirty (imei, t0, vid, lo)
+SELECT imei, %(horizon)s::timestamptz, row_number() OVER (ORDER BY imei), %(horizon)s
 FROM (SELECT DISTINCT p.imei FROM tracksolid.position_history p
       WHERE p.gps_time >= %(horizon)s AND p.quality_flag IS NULL) x
 """
@@ -131,16 +137,42 @@ INSERT INTO gf_start SELECT imei, 0, start FROM del
 # Each vehicle's plausible fixes from its earliest restart point, numbered in time order, each
 # with the times of the fixes before and after it (NULL after the vehicle's last fix) — so the
 # outside runs between inside runs are known from the runs alone (VISITS_SQL).
+# They go to an UNLOGGED table, not a temporary one: parallel workers cannot read another
+# session's temporary tables, and the membership join over these fixes is the pass's
+# heaviest step (RUNS_FENCES_SQL, parallel). The table exists only inside the pass's
+# transaction: created here (CREATE TABLE AS, which writes its rows in bulk), dropped by
+# `compute` before the next one and at the pass's end; a failed or killed pass rolls its
+# creation back, and PASS_LOCK keeps a second pass from creating it meanwhile. No WAL.
+# A vehicle's fixes are read from `lo`, its earliest restart point (FIRST_FIX_SQL); the
+# earliest of all bounds the scan as a constant (chunk exclusion / BRIN: the history before the
+# horizon is never read, where the previous version read it all).
+FIX_TABLE = "tracksolid.geofence_pass_fixes"
 FIXES_SQL = """
-INSERT INTO gf_fix (vid, rn, t, lat, lng, prev_t, next_t)
-SELECT d.vid, row_number() OVER w, p.gps_time, p.lat, p.lng,
-       lag(p.gps_time) OVER w, lead(p.gps_time) OVER w
-FROM (SELECT d.imei, d.vid, least(d.t0, min(s.start)) AS lo
-      FROM gf_dirty d LEFT JOIN gf_start s USING (imei) GROUP BY d.imei, d.vid, d.t0) d
+CREATE UNLOGGED TABLE tracksolid.geofence_pass_fixes AS
+SELECT d.vid, row_number() OVER w AS rn, p.gps_time AS t, p.lat, p.lng,
+       lag(p.gps_time) OVER w AS prev_t, lead(p.gps_time) OVER w AS next_t
+FROM gf_dirty d
 JOIN tracksolid.position_history p ON p.imei = d.imei AND p.gps_time >= d.lo
-WHERE p.quality_flag IS NULL
+WHERE p.quality_flag IS NULL AND p.gps_time >= %(lo)s
 WINDOW w AS (PARTITION BY d.vid ORDER BY p.gps_time)
 """
+
+# `lo`: the vehicle's t0, or the entry of an undone visit when earlier. Kept in gf_dirty
+# (analysed next): joined to a table whose IMEIs the planner knows are unique, the positions
+# are probed against a hash of the vehicles; joined to a grouped sub-select, as before, the
+# planner hashed the 500,000 positions instead (1.5 s more on TimescaleDB).
+FIRST_FIX_SQL = """
+UPDATE gf_dirty d SET lo = least(d.t0, s.start)
+FROM (SELECT imei, min(start) AS start FROM gf_start GROUP BY imei) s
+WHERE s.imei = d.imei
+"""
+
+
+def first_fix(conn: Conn) -> dict[str, Any]:
+    """FIXES_SQL's parameter: the earliest restart point of all dirty vehicles."""
+    row = conn.execute("SELECT min(lo) FROM gf_dirty").fetchone()
+    return {"lo": row[0] if row else None}
+
 
 # Membership through the fences' grid index (tracksolid.geofence_cells, 0602): each fix's cell
 # key at a cell level in use is joined to that level's cells by equality (a hash join: no
@@ -151,7 +183,7 @@ WINDOW w AS (PARTITION BY d.vid ORDER BY p.gps_time)
 # counts as inside): tests/test_geofence_cells.py.
 _CELL_HITS = """
     SELECT f.vid, c.geofence_id AS fid, f.rn, f.t, f.prev_t, f.next_t
-    FROM gf_fix f
+    FROM tracksolid.geofence_pass_fixes f
     JOIN tracksolid.geofence_cells c
       ON c.level = {level} AND c.cell = tracksolid.geofence_cell_key(f.lat, f.lng, {level})
     WHERE {fence_filter}
@@ -170,12 +202,37 @@ def hits_sql(levels: list[int], fence_filter: str) -> str:
     return " UNION ALL ".join(parts or [_CELL_HITS.format(level=-1, fence_filter="false")])
 
 
+# A run of consecutive fix numbers is known from its two ends: a hit starts a run when the
+# pair's previous hit is not the fix before (lag), ends one when its next hit is not the fix
+# after (lead). Only those edge rows (a few per visit, not one per fix) are kept and paired
+# with the next edge in the same order — one sort of the hits, no grouping re-sort.
+# `n` is r1 - r0 + 1 (the fixes are consecutive); `before_t` is the time of the fix before
+# the run's first, `after_t` of the fix after its last (NULL at the vehicle's last fix: no
+# gap follows, VISITS_SQL never reads it).
+_RUNS = """
+, edge AS (
+    SELECT vid, fid, rn, t, prev_t, next_t,
+           coalesce(lag(rn) OVER w <> rn - 1, true) AS starts,
+           coalesce(lead(rn) OVER w <> rn + 1, true) AS ends
+    FROM {source}
+    WINDOW w AS (PARTITION BY vid, fid ORDER BY rn)
+), pair AS (
+    SELECT vid, fid, rn AS r0, t AS first_t, prev_t AS before_t, starts,
+           CASE WHEN ends THEN rn ELSE lead(rn) OVER w END AS r1,
+           CASE WHEN ends THEN t ELSE lead(t) OVER w END AS last_t,
+           CASE WHEN ends THEN next_t ELSE lead(next_t) OVER w END AS after_t
+    FROM edge WHERE starts OR ends
+    WINDOW w AS (PARTITION BY vid, fid ORDER BY rn)
+)
+SELECT vid, fid, r0, r1, first_t, last_t, r1 - r0 + 1 AS n, before_t, after_t
+FROM pair WHERE starts
+"""
+
 # Inside runs straight from the membership join: the fixes inside each (IMEI, fence) from the
-# pair's restart point on, grouped into runs of consecutive fix numbers (rn minus its rank
-# within the pair is constant along a run) — one row per run, not per fix.
+# pair's restart point on, grouped into runs of consecutive fix numbers (_RUNS).
 # Each pair's fixes from its restart point on (the entry of its undone visit, else the
-# vehicle's t0). With no visit undone every fix read is at or after its vehicle's t0 (gf_fix
-# starts there), so the filter — a join per fix — is left out (a from-scratch pass).
+# vehicle's t0). With no visit undone every fix read is at or after its vehicle's t0 (the
+# pass's fixes start there), so the filter — a join per fix — is left out (from scratch).
 _RESTART_FILTER = """
     JOIN gf_dirty d ON d.vid = h.vid
     LEFT JOIN starts s ON s.imei = d.imei AND s.fid = h.fid
@@ -183,6 +240,7 @@ _RESTART_FILTER = """
 """
 RUNS_FENCES_SQL = (
     """
+CREATE TEMP TABLE gf_run ON COMMIT DROP AS
 WITH starts AS (SELECT imei, fid, min(start) AS start FROM gf_start GROUP BY imei, fid),
 hit AS (
     SELECT h.*
@@ -190,12 +248,8 @@ hit AS (
     + "{hits}"
     + """) h
     {restart}
-)
-INSERT INTO gf_run (vid, fid, r0, r1, first_t, last_t, n, before_t, after_t)
-SELECT vid, fid, min(rn), max(rn), min(t), max(t), count(*), min(prev_t), max(next_t)
-FROM (SELECT *, rn - row_number() OVER (PARTITION BY vid, fid ORDER BY rn) AS g FROM hit) x
-GROUP BY vid, fid, g
-"""
+)"""
+    + _RUNS.format(source="hit")
 )
 
 # The fixes in some vehicle's home fence (region/city_zone matching a dirty vehicle's city or
@@ -236,29 +290,35 @@ WITH home AS (
 )
 INSERT INTO gf_in (vid, fid, rn, t, prev_t, next_t)
 SELECT f.vid, 0, f.rn, f.t, f.prev_t, f.next_t
-FROM starts st JOIN gf_fix f ON f.vid = st.vid AND f.t >= st.start
+FROM starts st JOIN tracksolid.geofence_pass_fixes f ON f.vid = st.vid AND f.t >= st.start
 WHERE NOT EXISTS (SELECT 1 FROM gf_hit h JOIN home USING (vid, fid)
                   WHERE h.vid = f.vid AND h.rn = f.rn)
 """
 
-RUNS_HOME_SQL = """
-INSERT INTO gf_run (vid, fid, r0, r1, first_t, last_t, n, before_t, after_t)
-SELECT vid, fid, min(rn), max(rn), min(t), max(t), count(*), min(prev_t), max(next_t)
-FROM (SELECT *, rn - row_number() OVER (PARTITION BY vid, fid ORDER BY rn) AS g FROM gf_in) x
-GROUP BY vid, fid, g
-"""
+RUNS_HOME_SQL = (
+    "INSERT INTO gf_run (vid, fid, r0, r1, first_t, last_t, n, before_t, after_t)"
+    " WITH away AS (SELECT * FROM gf_in)" + _RUNS.format(source="away")
+)
 
 # Inside runs are consecutive fix numbers (gf_run); the outside runs are the gaps between
 # them (and after the last): a gap runs from the fix after one inside run (`after_t` of its
 # last fix) to the fix before the next (`before_t` of its first fix) or the vehicle's last fix,
 # so the work grows with the runs, not with the fixes (`last`: each vehicle's last fix, the
-# only one with no next time). The state after each run is the flag of
-# the last run that counts (outside before any: the leading outside run changes nothing and is
-# skipped); islands of equal state are visits when inside. (`after_t` is only read where a
-# gap follows, i.e. the run's last fix is not the vehicle's last, whose next time is NULL.)
+# only one with no next time). (`after_t` is only read where a gap follows, i.e. the run's
+# last fix is not the vehicle's last, whose next time is NULL.)
+# The runs of a pair in time order are in the order of their first fix number `r0`. A run
+# counts when it has min_fixes fixes spanning min_span; the state after each run is the flag
+# of the last run that counts so far (outside before any: the leading outside run changes
+# nothing and is skipped): the running max of (r0, flag) over the runs that count, packed in
+# one bigint, carries that flag. A visit starts at a run where the state turns inside and
+# ends at the next where it turns outside: only those flips are kept (one window sort for
+# all of it), and what a visit holds comes from running totals over the inside runs taken
+# just before its two flips — `fixes` the difference of the running count, `last_inside_at`
+# the latest inside time (the run that opened the visit is inside, so nothing earlier can
+# be the latest); an open visit takes the pair's totals.
 VISITS_SQL = """
 WITH last AS (
-    SELECT vid, rn AS n, t FROM gf_fix WHERE next_t IS NULL
+    SELECT vid, rn AS n, t FROM tracksolid.geofence_pass_fixes WHERE next_t IS NULL
 ), gaps AS (
     SELECT r.vid, r.fid, r.r1 + 1 AS g0,
            coalesce(lead(r.r0) OVER w - 1, l.n) AS g1,
@@ -267,48 +327,50 @@ WITH last AS (
     FROM gf_run r JOIN last l USING (vid)
     WINDOW w AS (PARTITION BY r.vid, r.fid ORDER BY r.r0)
 ), runs AS (
-    SELECT vid, fid, true AS inside, first_t, last_t, n FROM gf_run
+    SELECT vid, fid, true AS inside, r0, first_t, last_t, n::int AS n FROM gf_run
     UNION ALL
-    SELECT vid, fid, false, first_t, last_t, g1 - g0 + 1 FROM gaps WHERE g1 >= g0
+    SELECT vid, fid, false, g0, first_t, last_t, (g1 - g0 + 1)::int FROM gaps WHERE g1 >= g0
 ), q AS (
-    -- A run counts when it has min_fixes fixes spanning min_span; the state after each run is
-    -- the flag of the last run that counts so far (outside before any): the running max of
-    -- (start time, flag) over the runs that count, packed in one bigint, carries that flag.
-    SELECT *, max(CASE WHEN n >= %(min_fixes)s AND last_t - first_t >= %(min_span)s
-                       THEN (extract(epoch FROM first_t) * 1000000)::bigint * 2 + inside::int
-                  END) OVER w AS last_counting
+    SELECT vid, fid, r0, first_t,
+           coalesce(max(CASE WHEN n >= %(min_fixes)s AND last_t - first_t >= %(min_span)s
+                             THEN r0 * 2 + inside::int END) OVER w %% 2 = 1, false) AS state,
+           sum(n) FILTER (WHERE inside) OVER w AS n_upto,
+           max(last_t) FILTER (WHERE inside) OVER w AS in_upto,
+           sum(n) FILTER (WHERE inside) OVER p AS n_all,
+           max(last_t) FILTER (WHERE inside) OVER p AS in_all
     FROM runs
-    WINDOW w AS (PARTITION BY vid, fid ORDER BY first_t)
-), st AS (
-    SELECT *, coalesce(last_counting %% 2 = 1, false) AS state FROM q
+    WINDOW w AS (PARTITION BY vid, fid ORDER BY r0 ROWS UNBOUNDED PRECEDING),
+           p AS (PARTITION BY vid, fid)
 ), fl AS (
-    SELECT *, (state <> lag(state, 1, false) OVER w)::int AS flip
-    FROM st
-    WINDOW w AS (PARTITION BY vid, fid ORDER BY first_t)
-), isl AS (
-    SELECT *, sum(flip) OVER w AS island
-    FROM fl
-    WINDOW w AS (PARTITION BY vid, fid ORDER BY first_t)
-), islands AS (
-    SELECT vid, fid, island, bool_or(state) AS state, min(first_t) AS start_t,
-           max(last_t) FILTER (WHERE inside) AS last_in, sum(n) FILTER (WHERE inside) AS n_in
-    FROM isl GROUP BY vid, fid, island
+    SELECT *, lag(state, 1, false) OVER w AS was, coalesce(lag(n_upto) OVER w, 0) AS n_before,
+           lag(in_upto) OVER w AS in_before
+    FROM q
+    WINDOW w AS (PARTITION BY vid, fid ORDER BY r0)
 ), ev AS (
-    SELECT *, lead(start_t) OVER (PARTITION BY vid, fid ORDER BY island) AS end_t FROM islands
+    SELECT vid, fid, state, first_t AS start_t, n_before, n_all, in_all,
+           lead(first_t) OVER w AS end_t, lead(n_before) OVER w AS n_end,
+           lead(in_before) OVER w AS in_end
+    FROM fl WHERE state <> was
+    WINDOW w AS (PARTITION BY vid, fid ORDER BY r0)
 )
 INSERT INTO gf_result (vid, fid, start_t, end_t, last_in, n_in)
-SELECT vid, fid, start_t, end_t, last_in, n_in FROM ev WHERE state
+SELECT vid, fid, start_t, end_t, CASE WHEN end_t IS NULL THEN in_all ELSE in_end END,
+       CASE WHEN end_t IS NULL THEN n_all ELSE n_end END - n_before
+FROM ev WHERE state
 """
 
+# A plain INSERT (no ON CONFLICT: its speculative insertion cost ~30 % of this statement):
+# no visit written here can meet a stored one. The undo deleted every visit of these
+# (vehicle, fence) pairs that ended after the pair's restart point, and a visit kept ends
+# at or before it, so it entered strictly before any visit recomputed from there (a visit
+# ends at a fix after its entry); the fences recomputed in a second `compute` of the pass
+# had all their visits deleted first. Two passes never run at once (PASS_LOCK).
 WRITE_EVENTS_SQL = """
-INSERT INTO tracksolid.geofence_events AS e
+INSERT INTO tracksolid.geofence_events
     (imei, geofence_id, entered_at, exited_at, last_inside_at, dwell_s, fixes)
 SELECT d.imei, r.fid, r.start_t, r.end_t, r.last_in,
        round(extract(epoch FROM coalesce(r.end_t, r.last_in) - r.start_t))::int, r.n_in
 FROM gf_result r JOIN gf_dirty d USING (vid) WHERE r.fid > 0
-ON CONFLICT (imei, geofence_id, entered_at) DO UPDATE SET
-    exited_at = EXCLUDED.exited_at, last_inside_at = EXCLUDED.last_inside_at,
-    dwell_s = EXCLUDED.dwell_s, fixes = EXCLUDED.fixes, computed_at = now()
 """
 
 WRITE_HOME_SQL = """
@@ -322,8 +384,11 @@ ON CONFLICT (imei, left_at) DO UPDATE SET
     away_s = EXCLUDED.away_s, fixes = EXCLUDED.fixes, computed_at = now()
 """
 
-# Temporary tables have no statistics until analysed (the plans of the joins need them).
-_ANALYZE_FIXES = "ANALYZE gf_dirty, gf_start, gf_fix"
+# Temporary tables have no statistics until analysed: the vehicles are, before their fixes
+# are read (the join's estimates need them). The fixes and the runs are not (0.3 s of the
+# from-scratch pass): their tables are new, so the planner sizes them from their pages, which
+# is all the hash joins over them need (their plans are the same either way).
+_ANALYZE_DIRTY = "ANALYZE gf_dirty, gf_start"
 
 
 def compute(conn: Conn, p: FenceParams, fids: list[int] | None, home: bool) -> tuple[int, int]:
@@ -332,12 +397,19 @@ def compute(conn: Conn, p: FenceParams, fids: list[int] | None, home: bool) -> t
     out-of-region episodes. Returns (events written, episodes written)."""
     args: dict[str, Any] = {"fids": fids, "min_fixes": p.min_fixes,
                             "min_span": timedelta(seconds=p.min_seconds)}  # fmt: skip
-    conn.execute("TRUNCATE gf_start, gf_fix, gf_hit, gf_in, gf_run, gf_result")
+    conn.execute("TRUNCATE gf_start, gf_hit, gf_in, gf_result")
+    # FIXES_SQL and RUNS_FENCES_SQL create these (a previous `compute` of this pass left them)
+    conn.execute(f"DROP TABLE IF EXISTS {FIX_TABLE}, pg_temp.gf_run")
     conn.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")  # the window sorts stay in memory
-    # JIT compiles these one-off statements for longer than they run; and the runs' GROUP BY
-    # is cheaper hashed than re-sorted (incremental sort) after the window's sort.
+    # JIT compiles these one-off statements for longer than they run; incremental sorts are
+    # off since the runs were grouped by a GROUP BY (cheaper hashed), harmless now.
     conn.execute("SET LOCAL jit = off")
     conn.execute("SET LOCAL enable_incremental_sort = off")
+    # The membership join and its sort run in parallel workers (their results reach this
+    # session through a Gather Merge); the defaults price a worker for queries much larger
+    # than these, so the planner would rarely use one. For this transaction only.
+    for setting, value in PARALLEL_SETTINGS.items():
+        conn.execute(f"SET LOCAL {setting} = {value}")
     # What a foreign key would do once per visit, once per fence (migration 0603): a fence
     # deleted meanwhile waits for this pass and then takes its visits along.
     conn.execute("SELECT 1 FROM tracksolid.geofences FOR KEY SHARE")
@@ -346,8 +418,9 @@ def compute(conn: Conn, p: FenceParams, fids: list[int] | None, home: bool) -> t
     steps: list[tuple[str, str, dict[str, Any] | None]] = [
         ("undo events", UNDO_EVENTS_SQL, args),
         ("undo home", UNDO_HOME_SQL if home else "", None),
+        ("restart points", FIRST_FIX_SQL, None),
+        ("analyze vehicles", _ANALYZE_DIRTY, None),
         ("fixes", FIXES_SQL, None),
-        ("analyze fixes", _ANALYZE_FIXES, None),  # temp tables have no statistics otherwise
         (
             "inside runs",
             RUNS_FENCES_SQL.format(hits=hits_sql(levels, _FENCES), restart="{restart}"),
@@ -356,14 +429,15 @@ def compute(conn: Conn, p: FenceParams, fids: list[int] | None, home: bool) -> t
         ("home hits", HOME_HITS_SQL.format(hits=hits_sql(levels, _HOMES)) if home else "", None),
         ("away from home", IN_HOME_SQL if home else "", None),
         ("away runs", RUNS_HOME_SQL if home else "", None),
-        ("analyze", "ANALYZE gf_run", None),
         ("visits", VISITS_SQL, args),
         ("write events", WRITE_EVENTS_SQL, None),
         ("write out-of-region", WRITE_HOME_SQL if home else "", None),
     ]
     counts: dict[str, int] = {}
-    for name, template, params in steps:
-        query = template
+    for name, template, step_params in steps:
+        query, params = template, step_params
+        if template is FIXES_SQL:  # known once the undo steps ran
+            params = first_fix(conn)
         if "{restart}" in template:  # known once the undo steps ran (RUNS_FENCES_SQL)
             undone = conn.execute("SELECT EXISTS (SELECT 1 FROM gf_start)").fetchone()
             query = template.format(restart=_RESTART_FILTER if undone and undone[0] else "")
@@ -419,6 +493,9 @@ def run_pass(conn: Conn, p: FenceParams, now: datetime) -> PassResult:
 
 def _run_pass(conn: Conn, p: FenceParams, now: datetime) -> PassResult:
     result = PassResult()
+    # One pass at a time (the worker's job, `python -m geofences run`): a second one waits,
+    # then reads the first one's watermark and does only what is left.
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (PASS_LOCK,))
     horizon = now - timedelta(days=p.horizon_days)
     started = conn.execute("SELECT now()").fetchone()
     assert started is not None
@@ -451,6 +528,7 @@ def _run_pass(conn: Conn, p: FenceParams, now: datetime) -> PassResult:
         (started[0], fresh),
     )
     result.fences_backfilled = len(fresh)
+    conn.execute(f"DROP TABLE IF EXISTS {FIX_TABLE}")  # the pass's fixes (FIXES_SQL)
     write_watermark(conn, started[0])
     return result
 
