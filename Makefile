@@ -4,6 +4,10 @@
 .PHONY: test deps demo-deps lint pytest format demo migrate
 
 PYTEST_ARGS ?=
+# pytest-xdist workers: one per CPU (each starts its own throwaway PostgreSQL cluster); whole
+# test files go to one worker (--dist loadfile), so module fixtures are built once.
+# `make pytest PYTEST_WORKERS=0` runs everything in one process.
+PYTEST_WORKERS ?= auto
 # Extra flags for scripts/demo.py, e.g. make demo DEMO_ARGS="--devices 20 --api-port 8899"
 DEMO_ARGS ?=
 
@@ -17,7 +21,7 @@ lint:
 	.venv/bin/mypy --strict .
 
 pytest:
-	.venv/bin/python -m pytest $(PYTEST_ARGS)
+	.venv/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 format:
 	.venv/bin/ruff format .

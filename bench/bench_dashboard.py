@@ -93,7 +93,10 @@ FROM veh v;
 
 INSERT INTO tracksolid.trips (imei, start_time, end_time, start_lat, start_lng, end_lat,
     end_lng, distance_km, driving_time_s, avg_speed_kmh, max_speed_kmh, source)
-SELECT v.imei, s, s + interval '40 minutes', v.lat, v.lng, v.lat + 0.05, v.lng + 0.05,
+SELECT v.imei, s, s + interval '40 minutes',
+       v.lat + %(spread)s * sin(v.i + 3 * d + 7 * k), v.lng + %(spread)s * cos(v.i + 5 * d + k),
+       v.lat + 0.05 + %(spread)s * sin(2 * v.i + d + 3 * k),
+       v.lng + 0.05 + %(spread)s * cos(3 * v.i + d + 2 * k),
        round((5 + 35 * random())::numeric, 3), 2400, 30, (60 + 60 * random())::real, 'mileage'
 FROM veh v
 CROSS JOIN generate_series(0, %(days)s - 1) d
@@ -124,7 +127,21 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def generate(url: str, vehicles: int, days: int, fixes: int, trips: int) -> dict[str, int]:
+def generate(
+    url: str,
+    vehicles: int,
+    days: int,
+    fixes: int,
+    trips: int,
+    *,
+    position_days: int | None = None,
+    trip_spread: float = 0.0,
+) -> dict[str, int]:
+    """Generate the dataset; `position_days` (default `days`): GPS fixes for only the most
+    recent days, trips for all of them (bench_growth: 10,000 vehicles without 70 M fixes).
+    `trip_spread` (degrees, default 0: every trip of a cost centre is the same line) moves
+    each trip's ends around the depot, so that tiles do not collapse them into one feature."""
+    position_days = days if position_days is None else position_days
     cities = ", ".join(
         f"({n}, '{cc}', '{city}', {lat}, {lng})" for n, (cc, city, lat, lng) in enumerate(CITIES)
     )
@@ -134,7 +151,7 @@ def generate(url: str, vehicles: int, days: int, fixes: int, trips: int) -> dict
         now_row = conn.execute("SELECT date_trunc('hour', now()) + interval '1 hour'").fetchone()
         assert now_row is not None
         end: datetime = now_row[0]
-        for day in range(days, 0, -1):
+        for day in range(position_days, 0, -1):
             t0 = conn.execute("SELECT %s::timestamptz - make_interval(days => %s)", (end, day))
             start = t0.fetchone()
             stop = conn.execute(
@@ -142,8 +159,8 @@ def generate(url: str, vehicles: int, days: int, fixes: int, trips: int) -> dict
             ).fetchone()
             assert start is not None and stop is not None
             conn.execute(POSITIONS_ONE_DAY, {"t0": start[0], "t1": stop[0], "fixes": fixes})
-            log(f"  positions: day {days - day + 1}/{days}")
-        _script(conn, EVENTS, {"days": days + 1, "trips": trips})
+            log(f"  positions: day {position_days - day + 1}/{position_days}")
+        _script(conn, EVENTS, {"days": days + 1, "trips": trips, "spread": trip_spread})
         log("  trips, stops, alarms, live positions, ingestion log")
         conn.execute("VACUUM ANALYZE")
         conn.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY reporting.v_trips")
