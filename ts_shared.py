@@ -281,9 +281,24 @@ def split_csv(value: str) -> list[str]:
 # ─────────────────────────────────────────────────────────────────────────────
 
 
+class _CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that writes to whatever `sys.stderr` is when a record is emitted (as
+    the standard library's last-resort handler does), not the stream of the moment it was
+    made: a process that swaps stderr (pytest's capture, a daemonising wrapper) must not leave
+    the root logger writing into a closed file."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        """StreamHandler.__init__ assigns the stream; the property always reads sys.stderr."""
+
+
 def setup_logging(level: str = "INFO") -> None:
     """Configure root logging for an entry point: one line per record, UTC timestamps."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _CurrentStderrHandler()
     formatter = logging.Formatter(
         "%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%SZ"
     )
