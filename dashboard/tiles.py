@@ -59,6 +59,10 @@ CURRENT_CACHE = "private, max-age=15"
 PAST_CACHE = "private, max-age=600"
 WORLD = (-180.0, -85.0511, 180.0, 85.0511)  # TileJSON bounds when nothing matches
 
+# Up to this zoom a trips feature carries trip_id and trips only: a low-zoom tile of a busy
+# area holds up to ~15,000 lines (reporting.tile_trips_light_zoom() in R__reporting_tiles.sql).
+TRIPS_LIGHT_ZOOM = 11
+
 # TileJSON vector_layers[].fields: the properties of each layer (R__reporting_tiles.sql).
 FIELDS: dict[str, dict[str, str]] = {
     "live": {
@@ -71,11 +75,14 @@ FIELDS: dict[str, dict[str, str]] = {
     "trips": {
         "trip_id": "Number (also the feature id)",
         "trips": "Number (trips drawn on this line; the feature is the last recorded)",
-        "imei": "String",
-        "vehicle_number": "String", "vehicle_name": "String", "driver_name": "String",
-        "cost_centre": "String", "start_time": "String (ISO-8601, UTC)",
-        "end_time": "String (ISO-8601, UTC)", "distance_km": "Number",
-        "driving_time_s": "Number", "avg_speed_kmh": "Number", "max_speed_kmh": "Number",
+        # the rest from zoom 12 only (TRIPS_LIGHT_ZOOM)
+        "imei": "String (z >= 12)",
+        "vehicle_number": "String (z >= 12)", "vehicle_name": "String (z >= 12)",
+        "driver_name": "String (z >= 12)", "cost_centre": "String (z >= 12)",
+        "start_time": "String (ISO-8601, UTC; z >= 12)",
+        "end_time": "String (ISO-8601, UTC; z >= 12)", "distance_km": "Number (z >= 12)",
+        "driving_time_s": "Number (z >= 12)", "avg_speed_kmh": "Number (z >= 12)",
+        "max_speed_kmh": "Number (z >= 12)",
     },
     "track": {
         "imei": "String", "vehicle_number": "String", "seq": "Number (first fix, 1-based)",
@@ -85,7 +92,10 @@ FIELDS: dict[str, dict[str, str]] = {
 }  # fmt: skip
 DESCRIPTIONS = {
     "live": "Current position of every active vehicle (GET /webhook/live-positions)",
-    "trips": "Trips as lines start → end (POST /webhook/fleet-dashboard)",
+    "trips": (
+        "Trips as lines start → end (POST /webhook/fleet-dashboard); up to zoom"
+        f" {TRIPS_LIGHT_ZOOM} only trip_id and trips, all fields from zoom {TRIPS_LIGHT_ZOOM + 1}"
+    ),
     "track": "One line per segment between two fixes (GET /webhook/live-positions/track)",
 }
 

@@ -236,6 +236,19 @@ def drawn_lines(want: dict[int, dict[str, Any]]) -> dict[int, int]:
     return {max(f["id"] for f in group): len(group) for group in groups.values()}
 
 
+LIGHT_ZOOM = 11  # up to this zoom a trips feature carries trip_id and trips only
+FULL_TRIP_PROPERTIES = (
+    "imei",
+    "vehicle_number",
+    "driver_name",
+    "cost_centre",
+    "start_time",
+    "end_time",
+    "distance_km",
+    "max_speed_kmh",
+)
+
+
 def test_trips_tiles_hold_the_trips_of_the_map(client: TestClient, fleet: Fleet) -> None:
     want = trips_json(client)
     assert len(want) == 6
@@ -245,18 +258,8 @@ def test_trips_tiles_hold_the_trips_of_the_map(client: TestClient, fleet: Fleet)
     assert sorted(expected.values()) == [1, 1, 1, 3]
     assert {i: f["properties"]["trips"] for i, f in got.items()} == expected
     for trip_id, feature in got.items():
-        props, json_props = feature["properties"], want[trip_id]["properties"]
-        for key in (
-            "imei",
-            "vehicle_number",
-            "driver_name",
-            "cost_centre",
-            "start_time",
-            "end_time",
-            "distance_km",
-            "max_speed_kmh",
-        ):
-            assert props.get(key) == json_props[key], key
+        # a low-zoom feature is light: what a map needs to draw it and to look the trip up
+        assert set(feature["properties"]) == {"trip_id", "trips"}
         kind = want[trip_id]["geometry"]["type"]
         assert feature["geometry"]["type"] == kind  # a LineString, a Point without an end
         lon, lat = (
@@ -268,6 +271,87 @@ def test_trips_tiles_hold_the_trips_of_the_map(client: TestClient, fleet: Fleet)
         first = feature["geometry"]["coordinates"]
         first = first[0] if kind == "LineString" else first
         assert near(to_lonlat(*tile, *first), (lon, lat), 5)
+
+
+@pytest.mark.parametrize("z", [LIGHT_ZOOM, LIGHT_ZOOM + 1, 16])
+def test_trips_properties_by_zoom(client: TestClient, z: int) -> None:
+    """Light properties up to zoom 11, the JSON map's properties from zoom 12 (docs/api.md)."""
+    want = trips_json(client)
+    for trip_id in drawn_lines(want):
+        geometry = want[trip_id]["geometry"]
+        lon, lat = (
+            geometry["coordinates"][0]
+            if geometry["type"] == "LineString"
+            else (geometry["coordinates"])
+        )
+        _, features = get_tile(client, "trips", z, lon, lat)
+        feature = next(f for f in features if f["id"] == trip_id)
+        props, json_props = feature["properties"], want[trip_id]["properties"]
+        if z <= LIGHT_ZOOM:
+            assert set(props) == {"trip_id", "trips"}
+            continue
+        for key in FULL_TRIP_PROPERTIES:
+            assert props.get(key) == json_props[key], key
+
+
+# Random trips in and around three tiles (a tenth without an end, a fifth shorter than a
+# tile unit), drawn by ST_AsMVTGeom(ST_Transform(...)) and by the arithmetic of
+# reporting.tile_trip_geom from the ends rounded in tile units (what fn_tile_trips sends).
+GEOMETRY_CASES = """
+WITH e AS (
+    SELECT v.z, v.x, v.y, box2d(ST_TileEnvelope(v.z, v.x, v.y)) AS env,
+           box2d(ST_Transform(ST_TileEnvelope(v.z, v.x, v.y), 4326)) AS g
+    FROM (VALUES (3, 4, 3), (10, 616, 515), (16, 39470, 32994)) v(z, x, y)
+), r AS (
+    SELECT e.*, random() AS k, random() AS dx, random() AS dy,
+           ST_XMax(g) - ST_XMin(g) AS w, ST_YMax(g) - ST_YMin(g) AS h,
+           ST_XMin(g) + (random() * 3 - 1) * (ST_XMax(g) - ST_XMin(g)) AS slng,
+           ST_YMin(g) + (random() * 3 - 1) * (ST_YMax(g) - ST_YMin(g)) AS slat
+    FROM e, generate_series(1, 1500)
+), l AS (
+    SELECT r.*,
+           CASE WHEN k < 0.1 THEN NULL WHEN k < 0.3 THEN slng + dx * w / 40000
+                ELSE slng + (dx * 2 - 1) * w END AS elng,
+           CASE WHEN k < 0.1 THEN NULL WHEN k < 0.3 THEN slat + dy * h / 40000
+                ELSE least(85, greatest(-85, slat + (dy * 2 - 1) * h)) END AS elat
+    FROM r
+), u AS (
+    SELECT l.*, reporting.tile_px(slng, z, x) AS sx, reporting.tile_py(slat, z, y) AS sy,
+           reporting.tile_px(elng, z, x) AS ex, reporting.tile_py(elat, z, y) AS ey
+    FROM l
+)
+SELECT z, ex IS NULL AS point, abs(ex - sx) < 0.5 AND abs(ey - sy) < 0.5 AS tiny,
+       ST_AsText(ST_AsMVTGeom(ST_Transform(ST_SetSRID(
+           CASE WHEN elng IS NULL THEN ST_MakePoint(slng, slat)
+                ELSE ST_MakeLine(ST_MakePoint(slng, slat), ST_MakePoint(elng, elat)) END,
+           4326), 3857), env, 4096, 256, true)) AS postgis,
+       ST_AsText(reporting.tile_trip_geom(round(sx), round(sy), round(ex), round(ey),
+                                          abs(ex - sx) < 0.5 AND abs(ey - sy) < 0.5)) AS ours
+FROM u
+"""
+
+
+def test_trip_geometry_by_arithmetic_equals_st_asmvtgeom(db_url: str) -> None:
+    """The tile geometry built by formula is ST_AsMVTGeom's, collapsed and clipped lines
+    included; the one difference: a line under half a unit both ways is always dropped
+    (PostGIS keeps some at high zoom, where its float32 bounding box is coarser)."""
+    with psycopg.connect(db_url) as conn:
+        conn.execute("SELECT setseed(0.19)")
+        rows = conn.execute(GEOMETRY_CASES).fetchall()
+    assert len(rows) == 4500
+    kinds = {"collapsed": 0, "clipped": 0, "point": 0}
+    for z, point, tiny, postgis, ours in rows:
+        if tiny and not point:
+            assert ours is None, (z, postgis)
+            continue
+        assert ours == postgis, (z, postgis, ours)
+        if point:
+            kinds["point"] += postgis is not None
+        elif postgis is None:
+            kinds["collapsed"] += 1
+        elif "4352" in postgis or "-256" in postgis:
+            kinds["clipped"] += 1
+    assert min(kinds.values()) > 20, kinds  # every kind of case was met
 
 
 @pytest.mark.parametrize(
