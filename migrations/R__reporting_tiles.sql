@@ -229,6 +229,15 @@ BEGIN ATOMIC
                   AND greatest(k.start_lng, coalesce(k.end_lng, k.start_lng)) >= ST_XMin(b)
                   AND least(k.start_lat, coalesce(k.end_lat, k.start_lat)) <= ST_YMax(b)
                   AND greatest(k.start_lat, coalesce(k.end_lat, k.start_lat)) >= ST_YMin(b)
+                  -- the same two tests as one probe of ix_v_trips_extent_nd (0316): the
+                  -- trip's extent in lat/lng × start epoch meets the tile × the window
+                  AND reporting.trip_extent_nd(k.start_lng, k.start_lat, k.end_lng, k.end_lat,
+                                               k.start_time)
+                      &&& ST_MakeLine(
+                          ST_MakePoint(ST_XMin(b), ST_YMin(b),
+                                       extract(epoch FROM (t0 AT TIME ZONE 'UTC'))::float8),
+                          ST_MakePoint(ST_XMax(b), ST_YMax(b),
+                                       extract(epoch FROM (t1 AT TIME ZONE 'UTC'))::float8))
                   AND (v_raw IS NULL OR k.plate_norm = ANY(v_plates) OR k.imei = ANY(v_raw))
                   AND (v_driver IS NULL OR lower(k.driver_name) = lower(v_driver))
                   AND (v_cc IS NULL OR lower(k.cost_centre) = lower(v_cc))
