@@ -254,9 +254,10 @@ def test_replay_drains_in_order_without_duplicates_and_ends_spool_mode_promptly(
         thread.join(10)
 
     # A quiet machine ends it within the old 6 s bound (1,515 spooled deliveries replayed at
-    # ~1,650/s while new ones keep arriving). The bug this guards against kept spool mode 82 s (the pool's doubling
-    # reconnect backoff); 15 s leaves room for a loaded CI machine (12.5 s seen with the
-    # suite on two workers and other jobs) and still fails that regression by a wide margin.
+    # ~1,650/s while new ones keep arriving). The bug this guards against kept spool mode
+    # 82 s (the pool's doubling reconnect backoff); 15 s leaves room for a loaded CI machine
+    # (12.5 s seen with the suite on two workers and other jobs) and still fails that
+    # regression by a wide margin.
     assert ended < 15.0, f"spool mode lasted {ended:.1f} s after the database came back"
     assert health["status"] == "ok"
     with psycopg.connect(url) as conn:
