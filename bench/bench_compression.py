@@ -79,20 +79,25 @@ def read_api(url: str) -> Iterator[str]:
     process = subprocess.Popen(cmd, cwd=ROOT, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(base + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the read-API did not start")
-            time.sleep(0.2)
+        wait_until_up(process, base + "/health", "the read-API", timeout_s=60)
         yield base
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def wait_until_up(process: subprocess.Popen[bytes], url: str, what: str, timeout_s: float) -> None:
+    """Poll `url` until it answers 200; RuntimeError when `process` exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start")
+        time.sleep(0.2)
 
 
 def fetch(

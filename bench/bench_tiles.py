@@ -58,7 +58,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.bench_compression import load, read_api  # noqa: E402
+from bench.bench_compression import load, read_api, wait_until_up  # noqa: E402
 from bench.bench_dashboard import generate, log  # noqa: E402
 from run_migrations import migrate  # noqa: E402
 from tests.pgcluster import LocalCluster, free_port  # noqa: E402
@@ -165,16 +165,7 @@ def tipg_server(python: Path, url: str) -> Iterator[tuple[str, int]]:
     process = subprocess.Popen(cmd, cwd="/tmp", env=env)  # cwd: no project .env for tipg
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(base + "/collections", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("tipg did not start")
-            time.sleep(0.3)
+        wait_until_up(process, base + "/collections", "tipg", timeout_s=120)
         yield base, process.pid
     finally:
         process.terminate()

@@ -32,6 +32,31 @@ RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN CASE WHEN lower(btrim(p)) IN ('', 'all', '*') THEN NULL ELSE btrim(p) END;
 
+-- The acc_status filter of the live map and its tiles: "on"/"1"/"true" or "off"/"0"/"false"
+-- filter on the ignition (want), "moving"/"idle"/"parked"/"offline" on the status word
+-- (status), empty/"all" on nothing; anything else is refused with SQLSTATE 22023.
+CREATE OR REPLACE FUNCTION reporting.acc_filter(
+    p_acc_status text, OUT want boolean, OUT status text)
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+AS $$
+DECLARE
+    v text := lower(reporting.filter_value(p_acc_status));
+BEGIN
+    IF v IS NULL THEN
+        RETURN;
+    ELSIF v IN ('on', '1', 'true') THEN
+        want := true;
+    ELSIF v IN ('off', '0', 'false') THEN
+        want := false;
+    ELSIF v IN ('moving', 'idle', 'parked', 'offline') THEN
+        status := v;
+    ELSE
+        RAISE EXCEPTION 'acc_status must be one of on, off, moving, idle, parked, offline or all (got "%")',
+            p_acc_status USING ERRCODE = '22023';
+    END IF;
+END
+$$;
+
 -- Refuse a filter value that matches nothing: SQLSTATE 22023
 -- 'unknown cost_centre "X" — see /analytics/filters' (dashboard_api answers 422 with it).
 -- Case-insensitive like the filters; vehicles by plate in any spelling or by IMEI, and with
@@ -130,18 +155,7 @@ DECLARE
     v_status text;
     result   json;
 BEGIN
-    IF v_acc IS NULL THEN
-        NULL;
-    ELSIF v_acc IN ('on', '1', 'true') THEN
-        v_want := true;
-    ELSIF v_acc IN ('off', '0', 'false') THEN
-        v_want := false;
-    ELSIF v_acc IN ('moving', 'idle', 'parked', 'offline') THEN
-        v_status := v_acc;
-    ELSE
-        RAISE EXCEPTION 'acc_status must be one of on, off, moving, idle, parked, offline or all (got "%")',
-            p_acc_status USING ERRCODE = '22023';
-    END IF;
+    SELECT f.want, f.status INTO v_want, v_status FROM reporting.acc_filter(p_acc_status) f;
     PERFORM reporting.check_filters(v_cc);
 
     SELECT json_build_object(

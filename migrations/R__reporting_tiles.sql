@@ -65,25 +65,13 @@ SET jit = off
 AS $$
 DECLARE
     v_cc     text := reporting.filter_value(p_cost_centre);
-    v_acc    text := lower(reporting.filter_value(p_acc_status));
     v_want   boolean;
     v_status text;
     v_box    geometry;
     result   bytea;
 BEGIN
     PERFORM reporting.check_tile(p_z, p_x, p_y);
-    IF v_acc IS NULL THEN
-        NULL;
-    ELSIF v_acc IN ('on', '1', 'true') THEN
-        v_want := true;
-    ELSIF v_acc IN ('off', '0', 'false') THEN
-        v_want := false;
-    ELSIF v_acc IN ('moving', 'idle', 'parked', 'offline') THEN
-        v_status := v_acc;
-    ELSE
-        RAISE EXCEPTION 'acc_status must be one of on, off, moving, idle, parked, offline or all (got "%")',
-            p_acc_status USING ERRCODE = '22023';
-    END IF;
+    SELECT f.want, f.status INTO v_want, v_status FROM reporting.acc_filter(p_acc_status) f;
     PERFORM reporting.check_filters(v_cc);
     v_box := ST_SetSRID(reporting.tile_bbox(p_z, p_x, p_y)::geometry, 4326);
 
