@@ -194,6 +194,41 @@ BEGIN
 END
 $$;
 
+-- The vehicle and window of a track (the JSON track and the track tiles): the window
+-- [p_start, p_end) is required, ends after it starts and spans at most 7 days; the vehicle
+-- is a plate in any spelling or an IMEI (an active device first, an exact IMEI first).
+-- Refusals are SQLSTATE 22023 (dashboard_api answers 422 with the message).
+CREATE OR REPLACE FUNCTION reporting.track_device(
+    p_vehicle_number text, p_start timestamptz, p_end timestamptz)
+RETURNS tracksolid.devices
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, public
+AS $$
+DECLARE
+    dev tracksolid.devices%ROWTYPE;
+BEGIN
+    IF p_start IS NULL OR p_end IS NULL THEN
+        RAISE EXCEPTION 'start and end are required' USING ERRCODE = '22023';
+    END IF;
+    IF p_end <= p_start THEN
+        RAISE EXCEPTION 'end (%) must be after start (%)', p_end, p_start USING ERRCODE = '22023';
+    END IF;
+    IF p_end - p_start > interval '7 days' THEN
+        RAISE EXCEPTION 'a track spans at most 7 days (168 hours)' USING ERRCODE = '22023';
+    END IF;
+    SELECT * INTO dev FROM tracksolid.devices d
+    WHERE d.plate_norm = reporting.normalize_plate(p_vehicle_number)
+       OR d.imei = btrim(p_vehicle_number)
+    ORDER BY d.is_active DESC, (d.imei = btrim(p_vehicle_number)) DESC
+    LIMIT 1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown vehicle_number "%" — see /analytics/filters',
+            btrim(p_vehicle_number) USING ERRCODE = '22023';
+    END IF;
+    RETURN dev;
+END
+$$;
+
 -- ── Track of one vehicle ───────────────────────────────────────────────────────────────────
 -- A LineString of the fixes in the window [p_start, p_end) (at most 7 days, issue #18) plus
 -- start/end points. Fixes flagged by the ingest quality filter (quality_flag) are left out.
@@ -219,28 +254,11 @@ BEGIN
         RAISE EXCEPTION 'vehicle_number is required (a plate such as "KCA 542Q" or an IMEI)'
             USING ERRCODE = '22023';
     END IF;
-    IF t0 IS NULL OR t1 IS NULL THEN
-        RAISE EXCEPTION 'start and end are required' USING ERRCODE = '22023';
-    END IF;
-    IF t1 <= t0 THEN
-        RAISE EXCEPTION 'end (%) must be after start (%)', t1, t0 USING ERRCODE = '22023';
-    END IF;
-    IF t1 - t0 > interval '7 days' THEN
-        RAISE EXCEPTION 'a track spans at most 7 days (168 hours)' USING ERRCODE = '22023';
-    END IF;
-    v_hours := trim_scale(round(extract(epoch FROM t1 - t0) / 3600, 2));
     IF p_max_points IS NULL OR p_max_points < 2 THEN
         RAISE EXCEPTION 'max_points must be at least 2' USING ERRCODE = '22023';
     END IF;
-    SELECT * INTO dev FROM tracksolid.devices d
-    WHERE d.plate_norm = reporting.normalize_plate(p_vehicle_number)
-       OR d.imei = btrim(p_vehicle_number)
-    ORDER BY d.is_active DESC, (d.imei = btrim(p_vehicle_number)) DESC
-    LIMIT 1;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'unknown vehicle_number "%" — see /analytics/filters',
-            btrim(p_vehicle_number) USING ERRCODE = '22023';
-    END IF;
+    dev := reporting.track_device(p_vehicle_number, t0, t1);
+    v_hours := trim_scale(round(extract(epoch FROM t1 - t0) / 3600, 2));
 
     WITH fixes AS (
         SELECT ph.gps_time, ph.lat, ph.lng, ph.speed_kmh,

@@ -341,24 +341,7 @@ BEGIN
         RAISE EXCEPTION 'imei is required (an IMEI, or a plate such as "KCA 542Q")'
             USING ERRCODE = '22023';
     END IF;
-    IF p_start IS NULL OR p_end IS NULL THEN
-        RAISE EXCEPTION 'start and end are required' USING ERRCODE = '22023';
-    END IF;
-    IF p_end <= p_start THEN
-        RAISE EXCEPTION 'end (%) must be after start (%)', p_end, p_start USING ERRCODE = '22023';
-    END IF;
-    IF p_end - p_start > interval '7 days' THEN
-        RAISE EXCEPTION 'a track spans at most 7 days (168 hours)' USING ERRCODE = '22023';
-    END IF;
-    SELECT * INTO dev FROM tracksolid.devices d
-    WHERE d.plate_norm = reporting.normalize_plate(p_vehicle_number)
-       OR d.imei = btrim(p_vehicle_number)
-    ORDER BY d.is_active DESC, (d.imei = btrim(p_vehicle_number)) DESC
-    LIMIT 1;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'unknown vehicle "%" — see /analytics/filters',
-            btrim(p_vehicle_number) USING ERRCODE = '22023';
-    END IF;
+    dev := reporting.track_device(p_vehicle_number, p_start, p_end);
     v_env := box2d(ST_TileEnvelope(p_z, p_x, p_y));
     b := reporting.tile_bbox(p_z, p_x, p_y);
 
@@ -417,7 +400,8 @@ SET jit = off
 AS $$
 DECLARE
     v_cc    text := reporting.filter_value(p_cost_centre);
-    v_acc   text := lower(reporting.filter_value(p_acc_status));
+    v_want  boolean;
+    v_status text;
     v_raw   text[];
     v_plates text[];
     v_imei  text;
@@ -426,14 +410,13 @@ DECLARE
     result  float8[];
 BEGIN
     IF p_layer = 'live' THEN
+        SELECT f.want, f.status INTO v_want, v_status FROM reporting.acc_filter(p_acc_status) f;
         PERFORM reporting.check_filters(v_cc);
         SELECT ARRAY[min(lp.lng), min(lp.lat), max(lp.lng), max(lp.lat)] INTO result
         FROM reporting.v_live_positions lp
         WHERE (v_cc IS NULL OR lower(lp.cost_centre) = lower(v_cc))
-          AND (v_acc IS NULL
-               OR (v_acc IN ('on', '1', 'true') AND lp.acc_on)
-               OR (v_acc IN ('off', '0', 'false') AND NOT lp.acc_on)
-               OR lp.status = v_acc);
+          AND (v_want IS NULL OR lp.acc_on = v_want)
+          AND (v_status IS NULL OR lp.status = v_status);
     ELSIF p_layer = 'trips' THEN
         SELECT array_agg(DISTINCT btrim(v)) INTO v_raw
         FROM unnest(p_vehicles) v WHERE reporting.filter_value(v) IS NOT NULL;
@@ -452,15 +435,7 @@ BEGIN
           AND (v_cc IS NULL OR lower(t.cost_centre) = lower(v_cc))
           AND (reporting.filter_value(p_city) IS NULL OR lower(t.city) = lower(btrim(p_city)));
     ELSIF p_layer = 'track' THEN
-        SELECT d.imei INTO v_imei FROM tracksolid.devices d
-        WHERE d.plate_norm = reporting.normalize_plate(p_vehicle_number)
-           OR d.imei = btrim(p_vehicle_number)
-        ORDER BY d.is_active DESC, (d.imei = btrim(p_vehicle_number)) DESC
-        LIMIT 1;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'unknown vehicle "%" — see /analytics/filters',
-                btrim(p_vehicle_number) USING ERRCODE = '22023';
-        END IF;
+        v_imei := (reporting.track_device(p_vehicle_number, t0, t1)).imei;
         SELECT ARRAY[min(ph.lng), min(ph.lat), max(ph.lng), max(ph.lat)] INTO result
         FROM tracksolid.position_history ph
         WHERE ph.imei = v_imei AND ph.gps_time >= t0 AND ph.gps_time < t1
