@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.bench_dashboard import generate, log  # noqa: E402
+from bench.bench_dashboard import add_dataset_args, generate, log  # noqa: E402
 from dashboard import compression  # noqa: E402
 from run_migrations import migrate  # noqa: E402
 from tests.pgcluster import LocalCluster, free_port  # noqa: E402
@@ -264,11 +264,7 @@ def run(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--vehicles", type=int, default=1000)
-    parser.add_argument("--days", type=int, default=7)
-    parser.add_argument("--fixes", type=int, default=24, help="GPS fixes per vehicle per day")
-    parser.add_argument("--trips", type=int, default=7, help="trips per vehicle per day")
-    parser.add_argument("--repeat", type=int, default=10, help="timed calls per measurement")
+    add_dataset_args(parser, days=7, fixes=24, repeat=10)
     run(parser.parse_args())
 
 

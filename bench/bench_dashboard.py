@@ -402,13 +402,25 @@ def _week_ago(conn: psycopg.Connection[Any]) -> str:
     return str(row[0]).replace(" ", "T")
 
 
+def add_dataset_args(
+    parser: argparse.ArgumentParser,
+    *,
+    days: int,
+    fixes: int,
+    repeat: int,
+    repeat_help: str = "timed calls per measurement",
+) -> None:
+    """The generator's options (`generate`) and the repeat count, with one benchmark's defaults."""
+    parser.add_argument("--vehicles", type=int, default=1000)
+    parser.add_argument("--days", type=int, default=days)
+    parser.add_argument("--fixes", type=int, default=fixes, help="GPS fixes per vehicle per day")
+    parser.add_argument("--trips", type=int, default=7, help="trips per vehicle per day")
+    parser.add_argument("--repeat", type=int, default=repeat, help=repeat_help)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--vehicles", type=int, default=1000)
-    parser.add_argument("--days", type=int, default=14)
-    parser.add_argument("--fixes", type=int, default=500, help="GPS fixes per vehicle per day")
-    parser.add_argument("--trips", type=int, default=7, help="trips per vehicle per day")
-    parser.add_argument("--repeat", type=int, default=30, help="timed calls per measurement")
+    add_dataset_args(parser, days=14, fixes=500, repeat=30)
     parser.add_argument(
         "--engines",
         default="timescaledb,plain" if timescaledb_installed() else "plain",

@@ -59,7 +59,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.bench_compression import load, read_api, wait_until_up  # noqa: E402
-from bench.bench_dashboard import generate, log  # noqa: E402
+from bench.bench_dashboard import add_dataset_args, generate, log  # noqa: E402
 from run_migrations import migrate  # noqa: E402
 from tests.pgcluster import LocalCluster, free_port  # noqa: E402
 from ts_shared import Settings  # noqa: E402
@@ -299,11 +299,9 @@ def run(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--vehicles", type=int, default=1000)
-    parser.add_argument("--days", type=int, default=14)
-    parser.add_argument("--fixes", type=int, default=500, help="GPS fixes per vehicle per day")
-    parser.add_argument("--trips", type=int, default=7, help="trips per vehicle per day")
-    parser.add_argument("--repeat", type=int, default=20, help="timed calls per tile and server")
+    add_dataset_args(
+        parser, days=14, fixes=500, repeat=20, repeat_help="timed calls per tile and server"
+    )
     parser.add_argument(
         "--trip-spread", type=float, default=0.0, help="degrees around the depot trips end at"
     )
