@@ -37,24 +37,40 @@
     try { return sessionStorage.getItem(KEY_STORE); } catch (err) { return null; }
   }
 
-  function keyHeaders() {
-    const key = storedKey();
+  function keyHeaders(key = storedKey()) {
     return key ? { [KEY_HEADER]: key } : {};
   }
 
+  // A 401. It remembers the key its request carried (null: none): a request sent before the
+  // operator entered the key can answer after it, and that answer must neither drop the new
+  // key nor ask for it again ("stale").
   class KeyNeeded extends Error {
-    constructor(refused) {
-      super(refused ? "the API refused the key" : "the API needs a key");
-      this.refused = refused;
+    constructor(sentKey) {
+      super(sentKey ? "the API refused the key" : "the API needs a key");
+      this.sentKey = sentKey || null;
+      this.refused = Boolean(sentKey);
     }
+
+    get stale() {
+      const key = storedKey();
+      return key !== null && key !== this.sentKey;
+    }
+  }
+
+  // fetch with the stored key in its header; a 401 throws KeyNeeded.
+  async function fetchWithKey(url, init = {}) {
+    const key = storedKey();
+    const response = await fetch(url, { ...init, headers: { ...(init.headers || {}), ...keyHeaders(key) },
+                                         credentials: "same-origin" });
+    if (response.status === 401) throw new KeyNeeded(key);
+    return response;
   }
 
   // An endpoint this API version does not have yet (404/405): the panel says "not available".
   class NotAvailable extends Error {}
 
   async function getJSON(url) {
-    const response = await fetch(url, { headers: keyHeaders(), credentials: "same-origin" });
-    if (response.status === 401) throw new KeyNeeded(Boolean(storedKey()));
+    const response = await fetchWithKey(url);
     if (response.status === 404 || response.status === 405) {
       throw new NotAvailable(url.split("?")[0] + " is not available on this server");
     }
@@ -132,7 +148,9 @@
   const keyInput = $("key-input");
   const keyMessage = $("key-message");
 
-  function askForKey(refused) {
+  function askForKey(needed) {
+    if (needed.stale) return; // answered a request sent before the key now stored: not about it
+    const refused = needed.refused;
     if (refused) {
       try { sessionStorage.removeItem(KEY_STORE); } catch (err) { /* storage disabled */ }
     } else if (!keyForm.hidden) {
@@ -166,7 +184,7 @@
 
   // A panel's failure: the key form, "not available", or the error's sentence.
   function failed(node, err, what) {
-    if (err instanceof KeyNeeded) askForKey(err.refused);
+    if (err instanceof KeyNeeded) askForKey(err);
     node.textContent = err instanceof NotAvailable ? what + ": not available on this server"
                                                    : what + " unavailable: " + err.message;
   }
@@ -806,8 +824,7 @@
 
   // ── CSV exports: plain links; with a key the file is fetched with the header instead ──
   async function downloadWithKey(a) {
-    const response = await fetch(a.href, { headers: { ...keyHeaders(), Accept: "text/csv" }, credentials: "same-origin" });
-    if (response.status === 401) throw new KeyNeeded(true);
+    const response = await fetchWithKey(a.href, { headers: { Accept: "text/csv" } });
     if (!response.ok) throw new Error("export answered " + response.status);
     const disposition = response.headers.get("content-disposition") || "";
     const name = (/filename="([^"]+)"/.exec(disposition) || [])[1] || a.download || "export.csv";
@@ -826,7 +843,7 @@
       if (!storedKey()) return; // no key: the browser downloads the link itself
       event.preventDefault();
       downloadWithKey(a).catch((err) => {
-        if (err instanceof KeyNeeded) askForKey(true);
+        if (err instanceof KeyNeeded) askForKey(err);
         $("updated").textContent = "error: " + err.message;
       });
     });
@@ -1050,8 +1067,7 @@
   async function fetchFleetTile(coords) {
     const url = fleetTiles.url.replace("{z}", coords.z).replace("{x}", coords.x).replace("{y}", coords.y);
     // no-cache: revalidate (the tiles carry cache headers; a live tile must not be stale).
-    const response = await fetch(url, { headers: keyHeaders(), credentials: "same-origin", cache: "no-cache" });
-    if (response.status === 401) throw new KeyNeeded(Boolean(storedKey()));
+    const response = await fetchWithKey(url, { cache: "no-cache" });
     if (response.status === 204) return [];
     if (!response.ok) throw new Error(url + " answered " + response.status);
     const layer = FleetMvt.decode(new Uint8Array(await response.arrayBuffer())).live;
@@ -1120,7 +1136,7 @@
         done(null, canvas);
         countFleetPoints();
       }).catch((err) => {
-        if (err instanceof KeyNeeded) askForKey(err.refused);
+        if (err instanceof KeyNeeded) askForKey(err);
         done(err, canvas);
       });
       return canvas;
@@ -1215,9 +1231,7 @@
   setLiveMode("connecting");
 
   async function streamToken() {
-    const response = await fetch(STREAM_PATH + "/token",
-                                 { method: "POST", headers: keyHeaders(), credentials: "same-origin" });
-    if (response.status === 401) throw new KeyNeeded(Boolean(storedKey()));
+    const response = await fetchWithKey(STREAM_PATH + "/token", { method: "POST" });
     if (!response.ok) throw new Error("the live stream's token: HTTP " + response.status);
     return response.json();
   }
@@ -1256,8 +1270,9 @@
       token = await streamToken();
     } catch (err) {
       if (err instanceof KeyNeeded) {
+        if (err.stale) return; // sent before the key was entered: the form's submit opened another
         closeStream();
-        askForKey(err.refused); // the key form's submit opens the stream again
+        askForKey(err); // the key form's submit opens the stream again
         return;
       }
       streamFailed(false);
@@ -1303,9 +1318,10 @@
     // Positions are polled only while the live stream is unavailable.
     const polling = document.body.dataset.live === "polling";
     const results = await Promise.allSettled([polling ? refreshPositions() : null, refreshHealth()]);
-    const errors = results.filter((r) => r.status === "rejected").map((r) => r.reason);
+    const errors = results.filter((r) => r.status === "rejected").map((r) => r.reason)
+      .filter((reason) => !(reason instanceof KeyNeeded && reason.stale));
     const keyNeeded = errors.find((reason) => reason instanceof KeyNeeded);
-    if (keyNeeded) askForKey(keyNeeded.refused);
+    if (keyNeeded) askForKey(keyNeeded);
     if (errors.length) $("updated").textContent = "error: " + errors[0].message;
     document.body.dataset.ready = "1";
     if (keyNeeded) return;
