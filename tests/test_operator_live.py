@@ -286,8 +286,9 @@ def test_a_401_answered_after_the_key_was_entered_neither_drops_the_key_nor_asks
     """The page's first token POST goes out before the operator has a key. Its 401 can come
     back after the operator entered the key and the stream opened on it (CI saw this: the late
     401 dropped the key, and the token renewal a minute later had none, so the stream was never
-    renewed). Held here until then: the key stays, the form stays hidden, the stream stays
-    live and the next requests carry the key."""
+    renewed), and so can the 401 of its first TileJSON GET (CI saw this too: the live tiles
+    were never enabled). Held here until then: the key stays, the form stays hidden, the stream
+    stays live, the live tiles are enabled and the next requests carry the key."""
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     seen = Seen([])
     errors: list[str] = []
@@ -302,12 +303,13 @@ def test_a_401_answered_after_the_key_was_entered_neither_drops_the_key_nor_asks
     page.on("request", seen.record)
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.route("**" + LIVE_POSITIONS + "/stream/token", hold_keyless)
+    page.route("**/tiles/live.json", hold_keyless)  # the page's check for the live tiles
     try:
         page.goto(api.base + "/?tiles=off")
         _wait(page, 'document.body.dataset.needsKey === "1"')
         deadline = time.monotonic() + 10
-        while not held:  # the page asks for a token as it loads
-            assert time.monotonic() < deadline, "no token POST without a key"
+        while len(held) < 2:  # the page asks for a token and the TileJSON as it loads
+            assert time.monotonic() < deadline, "no token POST and TileJSON GET without a key"
             page.wait_for_timeout(100)
         page.locator("#key-input").fill(KEY)
         page.locator("#key-input").press("Enter")
@@ -325,6 +327,8 @@ def test_a_401_answered_after_the_key_was_entered_neither_drops_the_key_nor_asks
         assert page.evaluate("sessionStorage.getItem('dashboardApiKey')") == KEY
         assert page.evaluate("document.body.dataset.needsKey") == "0"
         assert page.locator("#key-form").is_hidden()
+        # the TileJSON check ran again with the key (the submit found the first one loading)
+        _wait(page, 'document.body.dataset.fleetLayer === "tiles"', timeout=10)
         api.move(PLATE, 0.002, 23.0)
         _wait(page, _row_says(api, PLATE, "23 km/h"), timeout=5)
         assert page.evaluate("document.body.dataset.live") == "live"

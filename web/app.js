@@ -1184,6 +1184,7 @@
   async function enableFleetTiles() {
     if (fleetTiles.layer || fleetTiles.loading || typeof FleetMvt === "undefined") return;
     fleetTiles.loading = true;
+    let retry = false;
     try {
       const tj = await getJSON(FLEET_TILEJSON);
       const template = Array.isArray(tj.tiles) && typeof tj.tiles[0] === "string" ? new URL(tj.tiles[0], location.href) : null;
@@ -1198,9 +1199,13 @@
       updateFleetMode();
     } catch (err) {
       document.body.dataset.fleetLayer = "markers"; // no tiles on this server: markers at every zoom
+      // A 401 to a request sent before the key was entered: the form's submit found this call
+      // still loading and returned, so ask again now, with the key.
+      retry = err instanceof KeyNeeded && err.stale;
     } finally {
       fleetTiles.loading = false;
     }
+    if (retry) enableFleetTiles();
   }
 
   // ── Live positions: server-sent events, polling as the fallback ──────────────────────
