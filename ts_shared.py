@@ -166,6 +166,8 @@ class Settings(BaseSettings):
     dashboard_compress_min_bytes: int = Field(default=1024, ge=0)
     # SSE clients of GET /webhook/live-positions/stream per read-API process (then 503).
     live_stream_max_clients: int = Field(default=1000, ge=1, le=100_000)
+    # Rendered trips tiles kept per read-API process, MB (dashboard/tile_cache.py; 0 = off).
+    dashboard_tile_cache_mb: int = Field(default=64, ge=0, le=4096)
     # Operator page map tiles ({z}/{x}/{y} template; "" = offline basemap only). docs/operations.md
     dashboard_tile_url: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
 

@@ -29,8 +29,10 @@ for the track: the street of the vehicle's last fix).
 The read-API's trips features carry trip_id and trips only up to zoom 11 (the full
 properties from zoom 12), tipg's view every property at every zoom: compare bytes at z 14.
 Per tile and server: features, bytes (identity), p50 / p95 (ms to the last byte) of
-`--repeat` calls, the two servers' calls interleaved; then the servers' resident memory and
-the machine load before and after.
+`--repeat` calls, the servers' calls interleaved; then the servers' resident memory and the
+machine load before and after. The read-API is timed twice: as served (a trips tile comes
+from its cache after the first call: dashboard/tile_cache.py) and "built" (each call sends
+`Cache-Control: no-cache`, so the tile is built in PostGIS every time, as a cold tile is).
 """
 
 from __future__ import annotations
@@ -181,9 +183,14 @@ def features_in(body: bytes) -> int:
     return sum(len(layer["features"]) for layer in mapbox_vector_tile.decode(body).values())
 
 
-def get(client: httpx.Client, url: str) -> tuple[float, bytes]:
+def get(client: httpx.Client, url: str, *, built: bool = False) -> tuple[float, bytes]:
+    """ms to the last byte and the body; `built`: `Cache-Control: no-cache`, so that the
+    read-API builds the tile instead of answering from its trips tile cache."""
+    headers = {"Accept-Encoding": "identity"}
+    if built:
+        headers["Cache-Control"] = "no-cache"
     t0 = time.perf_counter()
-    response = client.get(url, headers={"Accept-Encoding": "identity"})
+    response = client.get(url, headers=headers)
     body = response.content
     elapsed = (time.perf_counter() - t0) * 1000
     if response.status_code not in (200, 204):
@@ -192,12 +199,15 @@ def get(client: httpx.Client, url: str) -> tuple[float, bytes]:
 
 
 def compare(client: httpx.Client, ours: str, theirs: str, repeat: int) -> dict[str, Any]:
-    """p50 / p95 / bytes / features of both URLs, calls interleaved (one warm-up each)."""
-    samples: dict[str, list[float]] = {"ours": [], "tipg": []}
+    """p50 / p95 / bytes / features of both URLs, calls interleaved (one warm-up each); ours
+    twice: as served (trips tiles from the read-API's cache after the first call) and
+    "built" (every call builds the tile: `Cache-Control: no-cache`)."""
+    samples: dict[str, list[float]] = {"ours": [], "built": [], "tipg": []}
     bodies = {"ours": get(client, ours)[1], "tipg": get(client, theirs)[1]}
+    bodies["built"] = bodies["ours"]
     for _ in range(repeat):
-        for key, url in (("ours", ours), ("tipg", theirs)):
-            samples[key].append(get(client, url)[0])
+        for key, url in (("built", ours), ("ours", ours), ("tipg", theirs)):
+            samples[key].append(get(client, url, built=key == "built")[0])
     out: dict[str, Any] = {}
     for key, values in samples.items():
         values.sort()
@@ -261,7 +271,8 @@ def run(args: argparse.Namespace) -> None:
             ]
             print(
                 f"\n{'tile':<28} {'read-API p50':>12} {'p95':>7} {'bytes':>9} {'feat':>6}"
-                f"   {'tipg p50':>9} {'p95':>7} {'bytes':>9} {'feat':>6}  p50 ratio"
+                f"  {'built p50':>9} {'p95':>7}"
+                f"   {'tipg p50':>9} {'p95':>7} {'bytes':>9} {'feat':>6}  p50 ratio  built ratio"
             )
             for layer, query, view in layers:
                 tiles = TILES
@@ -275,11 +286,12 @@ def run(args: argparse.Namespace) -> None:
                         f"{theirs}/collections/bench_tipg.{view}/tiles/WebMercatorQuad/{z}/{x}/{y}",
                         args.repeat,
                     )
-                    o, t = r["ours"], r["tipg"]
+                    o, b, t = r["ours"], r["built"], r["tipg"]
                     print(
                         f"{layer + ' ' + name:<28} {o[0]:>12.1f} {o[1]:>7.1f} {o[2]:>9,}"
-                        f" {o[3]:>6}   {t[0]:>9.1f} {t[1]:>7.1f} {t[2]:>9,} {t[3]:>6}"
-                        f"  {o[0] / t[0]:>9.2f}",
+                        f" {o[3]:>6}  {b[0]:>9.1f} {b[1]:>7.1f}"
+                        f"   {t[0]:>9.1f} {t[1]:>7.1f} {t[2]:>9,} {t[3]:>6}"
+                        f"  {o[0] / t[0]:>9.2f}  {b[0] / t[0]:>11.2f}",
                         flush=True,
                     )
             port = ours.rsplit(":", 1)[1]

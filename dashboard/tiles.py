@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
+from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any
@@ -47,6 +49,8 @@ from dashboard.params import (
     parse_track_window,
     parse_trip_query,
 )
+from dashboard.tile_cache import Every, TileCache
+from ts_shared import Settings
 
 router = APIRouter(tags=["maps"], dependencies=[Depends(require_api_key)])
 
@@ -116,6 +120,11 @@ class LayerQuery:
     query: dict[str, str]
     cache: str
     bounds_args: tuple[Any, ...]
+
+    @property
+    def max_age_s(self) -> int:
+        """The `max-age` of `cache` (how long a browser may keep the tile)."""
+        return int(self.cache.rsplit("max-age=", 1)[1])
 
 
 def check_layer(layer: str) -> str:
@@ -244,6 +253,61 @@ def _fetch_tile(pool: ConnectionPool, query: LayerQuery, tile: tuple[int, int, i
     return bytes(row[0]) if row and row[0] is not None else b""
 
 
+def trips_generation(pool: ConnectionPool) -> Hashable:
+    """When reporting.v_trips was last refreshed with success (None: never logged): part of
+    a cached trips tile's key, so a refresh retires every cached trips tile."""
+    with pool.connection() as conn:
+        row = conn.execute(
+            "SELECT finished_at FROM reporting.refresh_log"
+            " WHERE object_name = 'reporting.v_trips' AND ok"
+            " ORDER BY finished_at DESC LIMIT 1"
+        ).fetchone()
+    return row[0] if row else None
+
+
+_CACHE_INIT = threading.Lock()
+
+
+def app_tile_cache(request: Request) -> tuple[TileCache, Every]:
+    """The app's trips tile cache (dashboard/tile_cache.py, DASHBOARD_TILE_CACHE_MB) and its
+    v_trips generation reader, made on the app's first tile request."""
+    state = request.app.state
+    with _CACHE_INIT:
+        if getattr(state, "tile_cache", None) is None:
+            settings: Settings = state.settings
+            pool: ConnectionPool = state.ro_pool
+            state.trips_generation = Every(lambda: trips_generation(pool), period_s=1.0)
+            state.tile_cache = TileCache(settings.dashboard_tile_cache_mb * 2**20)
+    return state.tile_cache, state.trips_generation
+
+
+def _wants_fresh(request: Request) -> bool:
+    """`Cache-Control: no-cache` (a browser's reload): no answer from the server's cache."""
+    directives = request.headers.get("cache-control", "").lower()
+    return "no-cache" in directives or "no-store" in directives
+
+
+def _tile_body(
+    request: Request, pool: ConnectionPool, layer: str, query: LayerQuery, tile: tuple[int, ...]
+) -> bytes:
+    """The tile's bytes: trips tiles through the app's cache (when it has one)."""
+    coords = (tile[0], tile[1], tile[2])
+    if layer != "trips":
+        return _fetch_tile(pool, query, coords)
+    cache, generation = app_tile_cache(request)
+    if not cache.enabled:
+        return _fetch_tile(pool, query, coords)
+    # the canonical filters identify the tile's content; the default window ("the 7 days up
+    # to now") is kept no longer than its max-age, as a browser would keep it
+    key = (layer, coords, tuple(sorted(query.query.items())), generation())
+    return cache.get_or_build(
+        key,
+        query.max_age_s,
+        lambda: _fetch_tile(pool, query, coords),
+        fresh=_wants_fresh(request),
+    )
+
+
 @router.get(
     "/tiles/{layer}/{z}/{x}/{y}.mvt",
     response_class=Response,
@@ -262,7 +326,7 @@ def tile(
 ) -> Response:
     """One vector tile of `layer` (module docstring: filters, empty tiles, caching)."""
     query = layer_query(layer, request)
-    body = _fetch_tile(pool, query, parse_tile(z, x, y))
+    body = _tile_body(request, pool, layer, query, parse_tile(z, x, y))
     headers = {"Cache-Control": query.cache}
     if not body:
         return Response(status_code=204, headers=headers)

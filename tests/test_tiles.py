@@ -143,6 +143,27 @@ def test_live_vehicle_absent_from_a_far_tile_and_filters_apply(client: TestClien
     assert statuses == {"moving", "idle", "parked", "offline"}
 
 
+def test_live_tile_buffer_is_a_symbol_radius(client: TestClient, db_url: str) -> None:
+    """A vehicle just outside a tile is drawn in it too (its symbol may reach in) up to 128
+    units (1/32 of the tile, 16 px at 512 px) beyond the edge, not farther."""
+    feature = live_json(client)[0]
+    imei = feature["properties"]["imei"]
+    z, (x, y) = 10, tile_of(*feature["geometry"]["coordinates"], 10)
+    for units, inside in ((100, True), (160, False)):
+        lon, lat = to_lonlat(z, x, y, EXTENT + units, EXTENT / 2)  # east of the tile
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE tracksolid.live_positions SET lng = %s, lat = %s WHERE imei = %s",
+                (lon, lat, imei),
+            )
+        response = client.get(f"/tiles/live/{z}/{x}/{y}.mvt")
+        layers = decode(response.content) if response.status_code == 200 else {}
+        drawn = {f["properties"]["imei"]: f for f in layers.get("live", {}).get("features", [])}
+        assert (imei in drawn) is inside, units
+        if inside:
+            assert drawn[imei]["geometry"]["coordinates"][0] == EXTENT + units
+
+
 # ── track ──────────────────────────────────────────────────────────────────────────────────
 
 
