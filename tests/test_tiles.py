@@ -148,7 +148,8 @@ def test_live_tile_buffer_is_a_symbol_radius(client: TestClient, db_url: str) ->
     units (1/32 of the tile, 16 px at 512 px) beyond the edge, not farther."""
     feature = live_json(client)[0]
     imei = feature["properties"]["imei"]
-    z, (x, y) = 10, tile_of(*feature["geometry"]["coordinates"], 10)
+    lon0, lat0 = feature["geometry"]["coordinates"]
+    z, (x, y) = 10, tile_of(lon0, lat0, 10)
     for units, inside in ((100, True), (160, False)):
         lon, lat = to_lonlat(z, x, y, EXTENT + units, EXTENT / 2)  # east of the tile
         with psycopg.connect(db_url, autocommit=True) as conn:
