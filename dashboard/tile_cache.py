@@ -2,12 +2,15 @@
 
 Why: a trips tile of a busy area takes 50-150 ms to build in PostGIS (a week of 1,000
 vehicles: tens of thousands of trips read, grouped and encoded; docs/performance.md "Vector
-tiles"), and every operator looking at the same map asks for the same tiles. The read-API
-keeps a rendered trips tile for as long as it tells browsers they may keep it anyway
-(`Cache-Control: max-age`: 15 s while the window reaches now, 600 s for a window wholly in
-the past) and forgets it as soon as `reporting.v_trips` is refreshed (the key carries the
-newest successful refresh in `reporting.refresh_log`, read at most once a second). So a tile
-from this cache is never older than one the browser's own cache could show.
+tiles"), and every operator looking at the same map asks for the same tiles. A trips tile
+is a function of its filters, its window and the content of `reporting.v_trips`, which
+changes only when the view is refreshed: the key carries the newest successful refresh in
+`reporting.refresh_log` (read at most once a second), so a refresh retires every kept tile.
+Kept at most 600 s for a window wholly in the past (its `Cache-Control: max-age`) and 300 s
+for a window reaching now (dashboard/tiles.py TRIPS_KEEP_S: the only change between two
+refreshes is the window's start edge sliding; a trip that started just over 7 days ago may
+stay on such a tile up to that long). A refresh done by hand without a log row is seen when
+the tile's time is up.
 
 - Per read-API process (each uvicorn worker its own), bounded by `DASHBOARD_TILE_CACHE_MB`
   (least recently used tiles go first; `0` turns the cache off).

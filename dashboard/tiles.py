@@ -19,7 +19,8 @@ and Leaflet.VectorGrid draw it as an empty tile). Cache headers: live `private, 
 reaches now, `private, max-age=600` for a window wholly in the past (late fixes and the v_trips
 refresh can still add to it, so not longer); every 200 has a strong ETag of the tile bytes
 and `If-None-Match` → 304. Compression (br / gzip by Accept-Encoding) is the app's
-dashboard/compression.py, which covers `application/vnd.mapbox-vector-tile`.
+dashboard/compression.py, which covers `application/vnd.mapbox-vector-tile`. Built trips
+tiles are kept in memory until the next v_trips refresh (dashboard/tile_cache.py).
 """
 
 from __future__ import annotations
@@ -60,6 +61,10 @@ LAYERS = ("live", "trips", "track")
 MAX_ZOOM = 22
 LIVE_CACHE = "private, max-age=5"
 CURRENT_CACHE = "private, max-age=15"
+# The read-API keeps a built trips tile whose window reaches now this long (dashboard/
+# tile_cache.py): its content changes only with a v_trips refresh (which retires it at once)
+# and at the window's start edge, which may lag by up to this long.
+TRIPS_KEEP_S = 300
 PAST_CACHE = "private, max-age=600"
 WORLD = (-180.0, -85.0511, 180.0, 85.0511)  # TileJSON bounds when nothing matches
 
@@ -297,12 +302,11 @@ def _tile_body(
     cache, generation = app_tile_cache(request)
     if not cache.enabled:
         return _fetch_tile(pool, query, coords)
-    # the canonical filters identify the tile's content; the default window ("the 7 days up
-    # to now") is kept no longer than its max-age, as a browser would keep it
+    # the canonical filters and the v_trips refresh identify the tile's content
     key = (layer, coords, tuple(sorted(query.query.items())), generation())
     return cache.get_or_build(
         key,
-        query.max_age_s,
+        max(query.max_age_s, TRIPS_KEEP_S),
         lambda: _fetch_tile(pool, query, coords),
         fresh=_wants_fresh(request),
     )
