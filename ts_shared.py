@@ -311,6 +311,9 @@ def setup_logging(level: str = "INFO") -> None:
     root.setLevel(level.upper())
     # httpx logs every request at INFO with the full URL; our client logs its own line.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # websockets logs every frame at DEBUG (the browser tests' CDP client, uvicorn's
+    # websocket protocol): noise at LOG_LEVEL=DEBUG, never what a DEBUG run is for.
+    logging.getLogger("websockets").setLevel(logging.INFO)
 
 
 class RedactSecretsFilter(logging.Filter):
