@@ -17,6 +17,8 @@ the tile's time is up.
 - Requests for the same missing tile that arrive together build it once: the others wait for
   that build ("single flight"); a build that fails is not kept (each waiter then builds).
 - A request with `Cache-Control: no-cache` (a browser's reload) builds the tile anew.
+- After a refresh the tiles asked for most are built again in the background (the warm-up:
+  dashboard/tiles.py TripsTiles).
 - Only trips tiles: live tiles change with every fix, a track belongs to one operator's view.
 """
 

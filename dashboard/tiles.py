@@ -26,11 +26,14 @@ tiles are kept in memory until the next v_trips refresh (dashboard/tile_cache.py
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import threading
+from collections import Counter
 from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -270,20 +273,93 @@ def trips_generation(pool: ConnectionPool) -> Hashable:
     return row[0] if row else None
 
 
-_CACHE_INIT = threading.Lock()
+# After a v_trips refresh retired the kept tiles, the tiles asked for at least twice since the
+# refresh before are built again in the background, most asked first, at most this many.
+WARM_TILES = 32
+ASKED_KEPT = 2000  # distinct trips tiles counted per refresh (then new ones are not counted)
+
+log = logging.getLogger(__name__)
+
+Base = tuple[tuple[int, int, int], tuple[tuple[str, str], ...]]  # a trips tile: coords, filters
+Job = tuple[LayerQuery, tuple[int, int, int], float]  # how to build it, how long to keep it
 
 
-def app_tile_cache(request: Request) -> tuple[TileCache, Every]:
-    """The app's trips tile cache (dashboard/tile_cache.py, DASHBOARD_TILE_CACHE_MB) and its
-    v_trips generation reader, made on the app's first tile request."""
+class TripsTiles:
+    """One app's trips tiles: the cache (dashboard/tile_cache.py), the v_trips refresh that
+    keys it, and the warm-up — the first request after a refresh starts one background thread
+    that builds again the WARM_TILES tiles most asked for (twice or more) before it, one at a
+    time, so that the operators' usual views do not each pay a cold build."""
+
+    def __init__(self, pool: ConnectionPool, settings: Settings) -> None:
+        self.pool = pool
+        self.cache = TileCache(settings.dashboard_tile_cache_mb * 2**20)
+        self.generation = Every(lambda: trips_generation(pool), period_s=1.0)
+        self._lock = threading.Lock()
+        self._seen: Hashable = None
+        self._started = False
+        self._asked: Counter[Base] = Counter()
+        self._how: dict[Base, Job] = {}
+        self.warmed = 0  # tiles built by warm-ups (tests, /health)
+
+    def body(self, query: LayerQuery, coords: tuple[int, int, int], fresh: bool) -> bytes:
+        """The tile's bytes, kept until the next refresh (TRIPS_KEEP_S / max-age at most)."""
+        base = (coords, tuple(sorted(query.query.items())))
+        keep = float(max(query.max_age_s, TRIPS_KEEP_S))
+        generation = self.generation()
+        jobs: list[tuple[Base, Job]] = []
+        with self._lock:
+            if not self._started or generation != self._seen:
+                if self._started:  # a refresh since the last request: warm the usual views
+                    jobs = [
+                        (k, self._how[k])
+                        for k, n in self._asked.most_common(WARM_TILES)
+                        if n >= 2 and k != base
+                    ]
+                self._asked.clear()
+                self._how.clear()
+                self._seen, self._started = generation, True
+            if base in self._how or len(self._how) < ASKED_KEPT:
+                self._asked[base] += 1
+                self._how[base] = (query, coords, keep)
+        if jobs:
+            threading.Thread(
+                target=self._warm, args=(generation, jobs), name="trips-tile-warm-up", daemon=True
+            ).start()
+        return self.cache.get_or_build(
+            (*base, generation), keep, lambda: _fetch_tile(self.pool, query, coords), fresh=fresh
+        )
+
+    def _warm(
+        self,
+        generation: Hashable,
+        jobs: list[tuple[Base, Job]],
+    ) -> None:
+        for base, (query, coords, keep) in jobs:
+            if self.generation() != generation:
+                return  # refreshed again meanwhile: the next request starts a new warm-up
+            try:
+                build = partial(_fetch_tile, self.pool, query, coords)
+                self.cache.get_or_build((*base, generation), keep, build)
+            except Exception as exc:  # a warm-up never fails a request
+                log.debug("trips tile warm-up stopped: %s", exc)
+                return
+            with self._lock:
+                self.warmed += 1
+
+
+_TRIPS_INIT = threading.Lock()
+
+
+def trips_tiles(request: Request) -> TripsTiles:
+    """The app's TripsTiles (DASHBOARD_TILE_CACHE_MB), made on its first trips tile request;
+    `app.state.tile_cache` is its TileCache."""
     state = request.app.state
-    with _CACHE_INIT:
-        if getattr(state, "tile_cache", None) is None:
-            settings: Settings = state.settings
-            pool: ConnectionPool = state.ro_pool
-            state.trips_generation = Every(lambda: trips_generation(pool), period_s=1.0)
-            state.tile_cache = TileCache(settings.dashboard_tile_cache_mb * 2**20)
-    return state.tile_cache, state.trips_generation
+    with _TRIPS_INIT:
+        if getattr(state, "trips_tiles", None) is None:
+            state.trips_tiles = TripsTiles(state.ro_pool, state.settings)
+            state.tile_cache = state.trips_tiles.cache
+    found: TripsTiles = state.trips_tiles
+    return found
 
 
 def _wants_fresh(request: Request) -> bool:
@@ -299,17 +375,10 @@ def _tile_body(
     coords = (tile[0], tile[1], tile[2])
     if layer != "trips":
         return _fetch_tile(pool, query, coords)
-    cache, generation = app_tile_cache(request)
-    if not cache.enabled:
+    trips = trips_tiles(request)
+    if not trips.cache.enabled:
         return _fetch_tile(pool, query, coords)
-    # the canonical filters and the v_trips refresh identify the tile's content
-    key = (layer, coords, tuple(sorted(query.query.items())), generation())
-    return cache.get_or_build(
-        key,
-        max(query.max_age_s, TRIPS_KEEP_S),
-        lambda: _fetch_tile(pool, query, coords),
-        fresh=_wants_fresh(request),
-    )
+    return trips.body(query, coords, fresh=_wants_fresh(request))
 
 
 @router.get(

@@ -231,3 +231,30 @@ def test_size_zero_turns_the_cache_off(db_url: str, fleet: Fleet) -> None:
         first = client.get(url)
         _move_nairobi_trips(db_url, log_refresh=False)
         assert client.get(url).content != first.content
+
+
+def test_after_a_refresh_the_tiles_asked_for_most_are_built_again_in_the_background(
+    client: TestClient, db_url: str
+) -> None:
+    """The first trips tile request after a logged refresh starts the warm-up: the tiles asked
+    for at least twice before it are built again (with the new data) before anyone asks; a
+    tile asked for once is not."""
+    usual = [_trips_tile_url(5), _trips_tile_url(6)]
+    once = _trips_tile_url(7)
+    for url in usual * 2 + [once]:
+        assert client.get(url).status_code == 200
+    _move_nairobi_trips(db_url, log_refresh=True)
+    time.sleep(1.1)  # the newest refresh is read at most once a second
+    trips = client.app.state.trips_tiles  # type: ignore[attr-defined]
+    assert client.get(once).status_code == 200  # the first request after the refresh
+    deadline = time.monotonic() + 15
+    while trips.warmed < 2:
+        assert time.monotonic() < deadline, "the usual tiles were not built again"
+        time.sleep(0.05)
+    before = trips.cache.stats()
+    for url in usual:
+        served = client.get(url)
+        assert served.content == client.get(url, headers={"Cache-Control": "no-cache"}).content
+    after = trips.cache.stats()
+    assert after.hits - before.hits == 2, "both usual tiles were ready, with the new data"
+    assert trips.warmed == 2
