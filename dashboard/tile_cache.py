@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class CacheStats:
-    """Counters since the process started (GET /health shows them)."""
+    """The cache's size and counters since the process started."""
 
     entries: int
     bytes: int

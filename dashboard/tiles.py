@@ -299,7 +299,7 @@ class TripsTiles:
         self._started = False
         self._asked: Counter[Base] = Counter()
         self._how: dict[Base, Job] = {}
-        self.warmed = 0  # tiles built by warm-ups (tests, /health)
+        self.warmed = 0  # tiles a warm-up built or found built (the tests read it)
 
     def body(self, query: LayerQuery, coords: tuple[int, int, int], fresh: bool) -> bytes:
         """The tile's bytes, kept until the next refresh (TRIPS_KEEP_S / max-age at most)."""
