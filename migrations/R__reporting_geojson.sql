@@ -361,6 +361,43 @@ END
 $$;
 
 -- ── Trips for the map ─────────────────────────────────────────────────────────────────────
+-- The trips map's window [t0, t1), as the map and its tiles check it (22023): end not before
+-- start, at most 366 days. The message shows the caller's text when given (p_start_given /
+-- p_end_given, e.g. a date-only end), else the computed bounds.
+CREATE OR REPLACE FUNCTION reporting.check_trip_window(
+    t0 timestamptz, t1 timestamptz,
+    p_start_given text DEFAULT NULL, p_end_given text DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET TimeZone = 'UTC'
+AS $$
+BEGIN
+    IF t1 < t0 THEN
+        RAISE EXCEPTION 'end (%) is before start (%)', coalesce(p_end_given, t1::text),
+            coalesce(p_start_given, t0::text) USING ERRCODE = '22023';
+    END IF;
+    IF t1 - t0 > interval '366 days' THEN
+        RAISE EXCEPTION 'the date range is limited to 366 days (got % days)',
+            ceil(extract(epoch FROM t1 - t0) / 86400) USING ERRCODE = '22023';
+    END IF;
+    RETURN true;
+END
+$$;
+
+-- The trips map's `vehicles` filter as the map, its tiles and their bounds read it: `raw`
+-- the given values trimmed, blanks dropped, distinct (NULL when none), `plates` the same
+-- normalized (reporting.normalize_plate). A trip matches when
+-- `plate_norm = ANY(plates) OR imei = ANY(raw)`. Unknown values are the caller's to refuse
+-- (reporting.check_filters with `raw`).
+CREATE OR REPLACE FUNCTION reporting.trip_vehicles(
+    p_vehicles text[], OUT raw text[], OUT plates text[])
+LANGUAGE sql STABLE
+AS $$
+    SELECT r.v, (SELECT array_agg(DISTINCT reporting.normalize_plate(x)) FROM unnest(r.v) x)
+    FROM (SELECT array_agg(DISTINCT btrim(v)) AS v FROM unnest(p_vehicles) v
+          WHERE reporting.filter_value(v) IS NOT NULL) r
+$$;
+
 -- Trips of reporting.v_trips starting in [start, end) (default: the 7 days before end; end
 -- defaults to now), filtered by vehicles (plates in any spelling, or IMEIs), driver, cost
 -- centre and city (case-insensitive). Each trip is a LineString start → end (a Point when the
@@ -416,14 +453,7 @@ DECLARE
     features  text;
     summary   json;
 BEGIN
-    IF t1 < t0 THEN
-        RAISE EXCEPTION 'end (%) is before start (%)', coalesce(p_end_given, t1::text),
-            coalesce(p_start_given, t0::text) USING ERRCODE = '22023';
-    END IF;
-    IF t1 - t0 > interval '366 days' THEN
-        RAISE EXCEPTION 'the date range is limited to 366 days (got % days)',
-            ceil(extract(epoch FROM t1 - t0) / 86400) USING ERRCODE = '22023';
-    END IF;
+    PERFORM reporting.check_trip_window(t0, t1, p_start_given, p_end_given);
     IF p_limit IS NULL OR p_limit < 0 THEN
         RAISE EXCEPTION 'limit must be 0 or more' USING ERRCODE = '22023';
     END IF;
@@ -435,11 +465,9 @@ BEGIN
         v_after := ' AND (t.start_time, t.trip_id) < ($12, $13) AND t.start_time <= $12';
         v_rest := 'count(*) FILTER (WHERE (t.start_time, t.trip_id) < ($12, $13))';
     END IF;
-    SELECT array_agg(DISTINCT btrim(v)) INTO v_raw
-    FROM unnest(p_vehicles) v WHERE reporting.filter_value(v) IS NOT NULL;
+    SELECT f.raw, f.plates INTO v_raw, v_plates FROM reporting.trip_vehicles(p_vehicles) f;
     PERFORM reporting.check_filters(v_cc, v_driver, v_city, v_raw, 'vehicles');
     IF v_raw IS NOT NULL THEN
-        SELECT array_agg(DISTINCT reporting.normalize_plate(r)) INTO v_plates FROM unnest(v_raw) r;
         v_cond := v_cond || ' AND (t.plate_norm = ANY($3) OR t.imei = ANY($4))';
     END IF;
     IF v_driver IS NOT NULL THEN

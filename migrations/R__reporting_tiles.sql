@@ -264,17 +264,9 @@ DECLARE
     result   bytea;
 BEGIN
     PERFORM reporting.check_tile(p_z, p_x, p_y);
-    IF t1 < t0 THEN
-        RAISE EXCEPTION 'end (%) is before start (%)', t1, t0 USING ERRCODE = '22023';
-    END IF;
-    IF t1 - t0 > interval '366 days' THEN
-        RAISE EXCEPTION 'the date range is limited to 366 days (got % days)',
-            ceil(extract(epoch FROM t1 - t0) / 86400) USING ERRCODE = '22023';
-    END IF;
-    SELECT array_agg(DISTINCT btrim(v)) INTO v_raw
-    FROM unnest(p_vehicles) v WHERE reporting.filter_value(v) IS NOT NULL;
+    PERFORM reporting.check_trip_window(t0, t1);
+    SELECT f.raw, f.plates INTO v_raw, v_plates FROM reporting.trip_vehicles(p_vehicles) f;
     PERFORM reporting.check_filters(v_cc, v_driver, v_city, v_raw, 'vehicles');
-    SELECT array_agg(DISTINCT reporting.normalize_plate(r)) INTO v_plates FROM unnest(v_raw) r;
     b := reporting.tile_bbox(p_z, p_x, p_y);
 
     IF p_z <= reporting.tile_trips_light_zoom() THEN
@@ -420,11 +412,8 @@ BEGIN
           AND (v_want IS NULL OR lp.acc_on = v_want)
           AND (v_status IS NULL OR lp.status = v_status);
     ELSIF p_layer = 'trips' THEN
-        SELECT array_agg(DISTINCT btrim(v)) INTO v_raw
-        FROM unnest(p_vehicles) v WHERE reporting.filter_value(v) IS NOT NULL;
+        SELECT f.raw, f.plates INTO v_raw, v_plates FROM reporting.trip_vehicles(p_vehicles) f;
         PERFORM reporting.check_filters(v_cc, p_driver, p_city, v_raw, 'vehicles');
-        SELECT array_agg(DISTINCT reporting.normalize_plate(r)) INTO v_plates
-        FROM unnest(v_raw) r;
         SELECT ARRAY[least(min(t.start_lng), min(t.end_lng)),
                      least(min(t.start_lat), min(t.end_lat)),
                      greatest(max(t.start_lng), max(t.end_lng)),
