@@ -62,13 +62,14 @@ Pool = Annotated[ConnectionPool, Depends(ro_pool)]
 MVT = "application/vnd.mapbox-vector-tile"
 LAYERS = ("live", "trips", "track")
 MAX_ZOOM = 22
-LIVE_CACHE = "private, max-age=5"
-CURRENT_CACHE = "private, max-age=15"
+# Cache-Control max-age of the tiles, s: live, a window reaching now, a window in the past.
+LIVE_MAX_AGE_S = 5
+CURRENT_MAX_AGE_S = 15
+PAST_MAX_AGE_S = 600
 # The read-API keeps a built trips tile whose window reaches now this long (dashboard/
 # tile_cache.py): its content changes only with a v_trips refresh (which retires it at once)
 # and at the window's start edge, which may lag by up to this long.
 TRIPS_KEEP_S = 300
-PAST_CACHE = "private, max-age=600"
 WORLD = (-180.0, -85.0511, 180.0, 85.0511)  # TileJSON bounds when nothing matches
 
 # Up to this zoom a trips feature carries trip_id and trips only: a low-zoom tile of a busy
@@ -121,18 +122,18 @@ INM = Annotated[str | None, Header(description="ETag of a tile held: 304 when un
 @dataclass(frozen=True)
 class LayerQuery:
     """One layer's checked filters: the SQL call's arguments, the canonical query string
-    (TileJSON's `tiles` template) and the Cache-Control of its tiles."""
+    (TileJSON's `tiles` template) and how long a browser may keep its tiles."""
 
     sql: str
     args: tuple[Any, ...]
     query: dict[str, str]
-    cache: str
+    max_age_s: int
     bounds_args: tuple[Any, ...]
 
     @property
-    def max_age_s(self) -> int:
-        """The `max-age` of `cache` (how long a browser may keep the tile)."""
-        return int(self.cache.rsplit("max-age=", 1)[1])
+    def cache(self) -> str:
+        """The tiles' Cache-Control header."""
+        return f"private, max-age={self.max_age_s}"
 
 
 def check_layer(layer: str) -> str:
@@ -155,9 +156,9 @@ def parse_tile(z: str, x: str, y: str) -> tuple[int, int, int]:
     return zoom, col, row
 
 
-def _window_cache(end: datetime | None) -> str:
+def _window_max_age(end: datetime | None) -> int:
     """Longer caching for a window that ended in the past."""
-    return PAST_CACHE if end is not None and end <= datetime.now(EAT) else CURRENT_CACHE
+    return PAST_MAX_AGE_S if end is not None and end <= datetime.now(EAT) else CURRENT_MAX_AGE_S
 
 
 def _given(**values: str | None) -> dict[str, str]:
@@ -172,7 +173,7 @@ def live_query(request: Request) -> LayerQuery:
         sql="SELECT reporting.fn_tile_live(%s, %s, %s, %s, %s)",
         args=(cc, acc),
         query=_given(cost_centre=cc, acc_status=acc),
-        cache=LIVE_CACHE,
+        max_age_s=LIVE_MAX_AGE_S,
         bounds_args=(cc, acc, None, None, None, None, None, None),
     )
 
@@ -199,7 +200,7 @@ def trips_query(request: Request) -> LayerQuery:
             start=query.start_text,
             end=query.end_text,
         ),
-        cache=_window_cache(query.end),
+        max_age_s=_window_max_age(query.end),
         bounds_args=(
             query.cost_centre,
             None,
@@ -226,19 +227,19 @@ def track_query(request: Request) -> LayerQuery:
     start, end = params.get("start"), params.get("end")
     if (start or "").strip() or (end or "").strip():
         window = parse_track_window(start, end, hours)
-        t0, t1, cache = window.start, window.end, _window_cache(window.end)
+        t0, t1, max_age = window.start, window.end, _window_max_age(window.end)
         query = _given(start=(start or "").strip(), end=(end or "").strip())
         if not (start or "").strip():
             query["hours"] = str(hours)
     else:
         t1 = datetime.now(EAT) + timedelta(microseconds=1)  # a fix stamped now is included
-        t0, cache = t1 - timedelta(hours=hours, microseconds=1), CURRENT_CACHE
+        t0, max_age = t1 - timedelta(hours=hours, microseconds=1), CURRENT_MAX_AGE_S
         query = {"hours": str(hours)} if (hours_text or "").strip() else {}
     return LayerQuery(
         sql="SELECT reporting.fn_tile_track(%s, %s, %s, %s, %s, %s)",
         args=(vehicle, t0, t1),
         query={name: vehicle, **query},
-        cache=cache,
+        max_age_s=max_age,
         bounds_args=(None, None, None, None, None, t0, t1, vehicle),
     )
 
@@ -280,6 +281,7 @@ ASKED_KEPT = 2000  # distinct trips tiles counted per refresh (then new ones are
 
 log = logging.getLogger(__name__)
 
+_NOTHING_SEEN = object()  # TripsTiles before its first request (None is a refresh: "never")
 Base = tuple[tuple[int, int, int], tuple[tuple[str, str], ...]]  # a trips tile: coords, filters
 Job = tuple[LayerQuery, tuple[int, int, int], float]  # how to build it, how long to keep it
 
@@ -295,8 +297,7 @@ class TripsTiles:
         self.cache = TileCache(settings.dashboard_tile_cache_mb * 2**20)
         self.generation = Every(lambda: trips_generation(pool), period_s=1.0)
         self._lock = threading.Lock()
-        self._seen: Hashable = None
-        self._started = False
+        self._seen: Hashable = _NOTHING_SEEN  # the refresh of the last request
         self._asked: Counter[Base] = Counter()
         self._how: dict[Base, Job] = {}
         self.warmed = 0  # tiles a warm-up built or found built (the tests read it)
@@ -308,8 +309,8 @@ class TripsTiles:
         generation = self.generation()
         jobs: list[tuple[Base, Job]] = []
         with self._lock:
-            if not self._started or generation != self._seen:
-                if self._started:  # a refresh since the last request: warm the usual views
+            if generation != self._seen:
+                if self._seen is not _NOTHING_SEEN:  # a refresh since the last request: warm
                     jobs = [
                         (k, self._how[k])
                         for k, n in self._asked.most_common(WARM_TILES)
@@ -317,7 +318,7 @@ class TripsTiles:
                     ]
                 self._asked.clear()
                 self._how.clear()
-                self._seen, self._started = generation, True
+                self._seen = generation
             if base in self._how or len(self._how) < ASKED_KEPT:
                 self._asked[base] += 1
                 self._how[base] = (query, coords, keep)
@@ -351,13 +352,11 @@ _TRIPS_INIT = threading.Lock()
 
 
 def trips_tiles(request: Request) -> TripsTiles:
-    """The app's TripsTiles (DASHBOARD_TILE_CACHE_MB), made on its first trips tile request;
-    `app.state.tile_cache` is its TileCache."""
+    """The app's TripsTiles (DASHBOARD_TILE_CACHE_MB), made on its first trips tile request."""
     state = request.app.state
     with _TRIPS_INIT:
         if getattr(state, "trips_tiles", None) is None:
             state.trips_tiles = TripsTiles(state.ro_pool, state.settings)
-            state.tile_cache = state.trips_tiles.cache
     found: TripsTiles = state.trips_tiles
     return found
 
@@ -369,10 +368,13 @@ def _wants_fresh(request: Request) -> bool:
 
 
 def _tile_body(
-    request: Request, pool: ConnectionPool, layer: str, query: LayerQuery, tile: tuple[int, ...]
+    request: Request,
+    pool: ConnectionPool,
+    layer: str,
+    query: LayerQuery,
+    coords: tuple[int, int, int],
 ) -> bytes:
     """The tile's bytes: trips tiles through the app's cache (when it has one)."""
-    coords = (tile[0], tile[1], tile[2])
     if layer != "trips":
         return _fetch_tile(pool, query, coords)
     trips = trips_tiles(request)

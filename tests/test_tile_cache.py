@@ -22,8 +22,8 @@ from fastapi.testclient import TestClient
 from dashboard.tile_cache import Every, TileCache
 from dashboard_api import create_app
 from tests.conftest import test_settings
-from tests.factories import Fleet, seed_fleet
-from tests.test_tiles import tile_of
+from tests.factories import Fleet
+from tests.test_tiles import fleet, tile_of  # noqa: F401  (fleet: a fixture)
 
 
 class Clock:
@@ -140,12 +140,6 @@ def test_every_reads_at_most_once_per_period() -> None:
 NAIROBI = (36.82, -1.29)
 
 
-@pytest.fixture
-def fleet(db_url: str) -> Fleet:
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        return seed_fleet(conn)
-
-
 def _client(db_url: str, cache_mb: int) -> Iterator[TestClient]:
     settings = test_settings(db_url, vtrips_refresh_interval_s=0, dashboard_tile_cache_mb=cache_mb)
     with TestClient(create_app(settings)) as client:
@@ -153,7 +147,7 @@ def _client(db_url: str, cache_mb: int) -> Iterator[TestClient]:
 
 
 @pytest.fixture
-def client(db_url: str, fleet: Fleet) -> Iterator[TestClient]:
+def client(db_url: str, fleet: Fleet) -> Iterator[TestClient]:  # noqa: F811
     yield from _client(db_url, cache_mb=8)
 
 
@@ -196,7 +190,7 @@ def test_a_trips_tile_is_served_from_the_cache_until_v_trips_is_refreshed(
     time.sleep(1.1)  # the newest refresh is read at most once a second
     after = client.get(url)
     assert after.content not in (first.content, moved)
-    stats = client.app.state.tile_cache.stats()  # type: ignore[attr-defined]
+    stats = client.app.state.trips_tiles.cache.stats()  # type: ignore[attr-defined]
     assert stats.hits == 1 and stats.entries >= 1
 
 
@@ -210,11 +204,11 @@ def test_other_filters_and_windows_are_other_tiles(client: TestClient) -> None:
     assert one_centre.content != everything.content or one_centre.status_code == 204
     past = client.get(url, params={"start": "2020-01-01", "end": "2020-01-02"})
     assert past.headers["cache-control"] == "private, max-age=600"
-    stats = client.app.state.tile_cache.stats()  # type: ignore[attr-defined]
+    stats = client.app.state.trips_tiles.cache.stats()  # type: ignore[attr-defined]
     assert (stats.misses, stats.hits) == (3, 1)
 
 
-def test_live_tiles_are_never_cached(client: TestClient, db_url: str, fleet: Fleet) -> None:
+def test_live_tiles_are_never_cached(client: TestClient, db_url: str) -> None:
     x, y = tile_of(*NAIROBI, 5)
     url = f"/tiles/live/5/{x}/{y}.mvt"
     first = client.get(url)
@@ -222,10 +216,11 @@ def test_live_tiles_are_never_cached(client: TestClient, db_url: str, fleet: Fle
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("UPDATE tracksolid.live_positions SET speed_kmh = speed_kmh + 7")
     assert client.get(url).content != first.content
-    assert getattr(client.app.state, "tile_cache", None) is None  # type: ignore[attr-defined]
+    assert getattr(client.app.state, "trips_tiles", None) is None  # type: ignore[attr-defined]
 
 
-def test_size_zero_turns_the_cache_off(db_url: str, fleet: Fleet) -> None:
+@pytest.mark.usefixtures("fleet")
+def test_size_zero_turns_the_cache_off(db_url: str) -> None:
     url = _trips_tile_url()
     for client in _client(db_url, cache_mb=0):
         first = client.get(url)
