@@ -14,6 +14,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -162,37 +163,55 @@ class Env:
         return started
 
 
+def live_settings(db_url: str, key: str, **overrides: Any) -> Settings:
+    """A read-API of the stream tests: the read-only role, one API key, no v_trips refresher."""
+    return test_settings(
+        db_url,
+        dashboard_database_url=SecretStr(read_only_url(db_url)),
+        dashboard_api_keys=SecretStr(key),
+        vtrips_refresh_interval_s=0,
+        **overrides,
+    )
+
+
+@contextmanager
+def serving(settings: Settings, hub_timeout: float = 10.0) -> Iterator[tuple[str, Any]]:
+    """A read-API on a free loopback port, once its live hub listens: (base URL, app)."""
+    app = create_app(settings)
+    port = free_port()
+    server, thread = serve_in_thread(app, port)
+    server.config.timeout_graceful_shutdown = 2  # open streams must not hold the shutdown
+    try:
+        wait_until(
+            lambda: getattr(getattr(app.state, "live_hub", None), "mode", "") == "listen",
+            timeout=hub_timeout,
+        )
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
 @pytest.fixture
 def env(db_url: str) -> Iterator[Env]:
     owner = psycopg.connect(db_url, autocommit=True)
     fleet = seed_fleet(owner)
-    settings = test_settings(
-        db_url,
-        dashboard_database_url=SecretStr(read_only_url(db_url)),
-        dashboard_api_keys=SecretStr(KEY),
-        vtrips_refresh_interval_s=0,
-        live_stream_max_clients=5,
-    )
-    servers, bases, apps, streams = [], [], [], []
-    for _ in range(2):  # two read-API processes on the same database
-        app = create_app(settings)
-        port = free_port()
-        server, thread = serve_in_thread(app, port)
-        server.config.timeout_graceful_shutdown = 2  # open streams must not hold shutdown
-        servers.append((server, thread))
-        bases.append(f"http://127.0.0.1:{port}")
-        apps.append(app)
-        streams.append(Streams(bases[-1]))
-        wait_until(lambda a=app: a.state.live_hub.mode == "listen")
+    settings = live_settings(db_url, KEY, live_stream_max_clients=5)
+    bases, apps, streams = [], [], []
     try:
-        yield Env(fleet, owner, bases, apps, streams)
+        with ExitStack() as servers:
+            for _ in range(2):  # two read-API processes on the same database
+                base, app = servers.enter_context(serving(settings))
+                bases.append(base)
+                apps.append(app)
+                streams.append(Streams(base))
+            try:
+                yield Env(fleet, owner, bases, apps, streams)
+            finally:
+                for s in streams:
+                    s.close()
+                    s.client.close()
     finally:
-        for s in streams:
-            s.close()
-            s.client.close()
-        for server, thread in servers:
-            server.should_exit = True
-            thread.join(timeout=10)
         owner.close()
 
 

@@ -29,14 +29,11 @@ import httpx
 import psycopg
 import pytest
 from playwright.sync_api import Browser, Page, Request
-from pydantic import SecretStr
 
 from dashboard import live_stream
-from dashboard_api import create_app
-from tests.conftest import ROOT, read_only_url, test_settings
+from tests.conftest import ROOT
 from tests.factories import Fleet, seed_fleet
-from tests.pgcluster import free_port
-from tests.servers import serve_in_thread
+from tests.test_live_stream import live_settings, serving
 from tests.test_operator_page import ON_MAP, OUTPUT, _wait, browser  # noqa: F401  (browser: a fixture)
 
 KEY = "console-live-key-8c2f"
@@ -65,26 +62,13 @@ class Api:
 def _serve(db_url: str, max_clients: int) -> Iterator[Api]:
     owner = psycopg.connect(db_url, autocommit=True)
     fleet = seed_fleet(owner)
-    settings = test_settings(
-        db_url,
-        dashboard_database_url=SecretStr(read_only_url(db_url)),
-        dashboard_api_keys=SecretStr(KEY),
-        vtrips_refresh_interval_s=0,
-        live_stream_max_clients=max_clients,
-        dashboard_tile_url="off",
+    settings = live_settings(
+        db_url, KEY, live_stream_max_clients=max_clients, dashboard_tile_url="off"
     )
-    app = create_app(settings)
-    server, thread = serve_in_thread(app, port := free_port())
-    server.config.timeout_graceful_shutdown = 2  # open streams must not hold the shutdown
     try:
-        deadline = time.monotonic() + 15
-        while getattr(getattr(app.state, "live_hub", None), "mode", "") != "listen":
-            assert time.monotonic() < deadline, "the live hub did not start"
-            time.sleep(0.05)
-        yield Api(f"http://127.0.0.1:{port}", fleet, owner, app)
+        with serving(settings, hub_timeout=15) as (base, app):
+            yield Api(base, fleet, owner, app)
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         owner.close()
 
 
@@ -121,17 +105,28 @@ class Seen:
         return sum(1 for t, m, p, _, _ in self.requests if m == method and p == path and t >= since)
 
 
-def _open_console(browser: Browser, api: Api) -> tuple[Page, Seen, list[str]]:  # noqa: F811
-    """The console with the key entered in its form (as an operator does)."""
+def _new_page(browser: Browser) -> tuple[Page, Seen, list[str]]:  # noqa: F811
+    """A desktop-sized page whose requests are recorded and whose script errors are kept."""
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     seen = Seen([])
     errors: list[str] = []
     page.on("request", seen.record)
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(api.base + "/?tiles=off")
+    return page, seen, errors
+
+
+def _enter_key(page: Page) -> None:
+    """Type the key into the form the console shows (as an operator does)."""
     _wait(page, 'document.body.dataset.needsKey === "1"')
     page.locator("#key-input").fill(KEY)
     page.locator("#key-input").press("Enter")
+
+
+def _open_console(browser: Browser, api: Api) -> tuple[Page, Seen, list[str]]:  # noqa: F811
+    """The console with the key entered in its form."""
+    page, seen, errors = _new_page(browser)
+    page.goto(api.base + "/?tiles=off")
+    _enter_key(page)
     _wait(page, f'document.body.dataset.vehicles === "{VEHICLES}"')
     return page, seen, errors
 
@@ -289,9 +284,7 @@ def test_a_401_answered_after_the_key_was_entered_neither_drops_the_key_nor_asks
     renewed), and so can the 401 of its first TileJSON GET (CI saw this too: the live tiles
     were never enabled). Held here until then: the key stays, the form stays hidden, the stream
     stays live, the live tiles are enabled and the next requests carry the key."""
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
-    seen = Seen([])
-    errors: list[str] = []
+    page, seen, errors = _new_page(browser)
     held: list[Any] = []
 
     def hold_keyless(route: Any) -> None:
@@ -300,19 +293,15 @@ def test_a_401_answered_after_the_key_was_entered_neither_drops_the_key_nor_asks
         else:
             held.append(route)
 
-    page.on("request", seen.record)
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.route("**" + LIVE_POSITIONS + "/stream/token", hold_keyless)
     page.route("**/tiles/live.json", hold_keyless)  # the page's check for the live tiles
     try:
         page.goto(api.base + "/?tiles=off")
-        _wait(page, 'document.body.dataset.needsKey === "1"')
         deadline = time.monotonic() + 10
         while len(held) < 2:  # the page asks for a token and the TileJSON as it loads
             assert time.monotonic() < deadline, "no token POST and TileJSON GET without a key"
             page.wait_for_timeout(100)
-        page.locator("#key-input").fill(KEY)
-        page.locator("#key-input").press("Enter")
+        _enter_key(page)
         _wait(page, 'document.body.dataset.live === "live"')
         since = time.monotonic()
         for route in held:
@@ -400,15 +389,11 @@ def test_without_the_tiles_endpoint_the_page_keeps_markers_at_low_zoom(
 ) -> None:
     """An API without vector tiles (its TileJSON answers 404, as before issue #19): markers and
     clusters at every zoom, no tile requests."""
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
-    seen = Seen([])
-    page.on("request", seen.record)
+    page, seen, _ = _new_page(browser)
     page.route("**/tiles/live.json", lambda route: route.fulfill(status=404, body="{}"))
     try:
         page.goto(api.base + "/?tiles=off")
-        _wait(page, 'document.body.dataset.needsKey === "1"')
-        page.locator("#key-input").fill(KEY)
-        page.locator("#key-input").press("Enter")
+        _enter_key(page)
         _wait(page, 'document.body.dataset.live === "live"')
         _wait(page, 'document.body.dataset.fleetLayer === "markers"')
         _wait(page, f"({ON_MAP}) === {VEHICLES}")
