@@ -44,11 +44,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.bench_dashboard import add_dataset_args, generate, log  # noqa: E402
+from bench.bench_dashboard import add_dataset_args, plain_dataset  # noqa: E402
 from dashboard import compression  # noqa: E402
-from run_migrations import migrate  # noqa: E402
-from tests.pgcluster import LocalCluster, free_port  # noqa: E402
-from ts_shared import Settings  # noqa: E402
+from tests.pgcluster import free_port  # noqa: E402
 
 CODINGS = ("identity", "gzip", "br")
 P50_P95 = f"{'p50 ms':>9} {'p95 ms':>9}"
@@ -234,17 +232,7 @@ def run(args: argparse.Namespace) -> None:
     print("command:", shlex.join([Path(sys.executable).name, "-m", "bench.bench_compression",
                                   *sys.argv[1:]]))  # fmt: skip
     print(f"machine: {platform.node()} {platform.machine()}, {load()}")
-    cluster = LocalCluster(timescaledb=False)
-    cluster.init()
-    cluster.start()
-    try:
-        with psycopg.connect(cluster.admin_url, autocommit=True) as admin:
-            admin.execute("CREATE DATABASE bench_compression")
-        url = cluster.url("bench_compression")
-        migrate(url, Settings(_env_file=None, database_url=url, use_timescaledb="off"))
-        log(f"generating {args.vehicles} vehicles x {args.days} days ...")
-        counts = generate(url, args.vehicles, args.days, args.fixes, args.trips)
-        log(f"generated: {counts}")
+    with plain_dataset("bench_compression", args) as url:
         with psycopg.connect(url) as conn:
             row = conn.execute("SELECT (now() - interval '7 days')::text").fetchone()
             assert row is not None
@@ -258,8 +246,6 @@ def run(args: argparse.Namespace) -> None:
             for size in (5000, 20000):
                 measure_paging(client, week, size)
             print(f"after: {load()}")
-    finally:
-        cluster.stop(remove=True)
 
 
 def main() -> None:

@@ -22,7 +22,8 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -264,6 +265,26 @@ def compress_old_chunks(url: str, compress_after: str) -> str:
         ).fetchone()
     assert row is not None and size is not None
     return f"position_history: {row[0]} of {row[1]} chunks compressed, {size[0]} on disk"
+
+
+@contextmanager
+def plain_dataset(db: str, args: argparse.Namespace, **generate_kw: Any) -> Iterator[str]:
+    """A throwaway plain PostgreSQL + PostGIS cluster with database `db` migrated and the
+    dataset of `args` (add_dataset_args) generated; yields its URL, removes the cluster."""
+    cluster = LocalCluster(timescaledb=False)
+    cluster.init()
+    cluster.start()
+    try:
+        with psycopg.connect(cluster.admin_url, autocommit=True) as admin:
+            admin.execute(f"CREATE DATABASE {db}")
+        url = cluster.url(db)
+        migrate(url, Settings(_env_file=None, database_url=url, use_timescaledb="off"))
+        log(f"generating {args.vehicles} vehicles x {args.days} days ...")
+        counts = generate(url, args.vehicles, args.days, args.fixes, args.trips, **generate_kw)
+        log(f"generated: {counts}")
+        yield url
+    finally:
+        cluster.stop(remove=True)
 
 
 def run(args: argparse.Namespace) -> None:

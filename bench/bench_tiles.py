@@ -61,10 +61,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.bench_compression import load, read_api, wait_until_up  # noqa: E402
-from bench.bench_dashboard import add_dataset_args, generate, log  # noqa: E402
-from run_migrations import migrate  # noqa: E402
-from tests.pgcluster import LocalCluster, free_port  # noqa: E402
-from ts_shared import Settings  # noqa: E402
+from bench.bench_dashboard import add_dataset_args, log, plain_dataset  # noqa: E402
+from tests.pgcluster import free_port  # noqa: E402
 
 TIPG_VERSION = "1.6.1"
 # (name, lon, lat, zoom): Kenya, Nairobi, a street at Nairobi-North's depot (-1.25, 36.82).
@@ -233,20 +231,10 @@ def run(args: argparse.Namespace) -> None:
     )
     print(f"machine: {platform.node()} {platform.machine()}, {load()}")
     python = tipg_python(Path(args.tipg_venv))
-    cluster = LocalCluster(timescaledb=False)
-    cluster.init()
-    cluster.start()
-    try:
-        with psycopg.connect(cluster.admin_url, autocommit=True) as admin:
-            admin.execute("CREATE DATABASE bench_tiles")
-        url = cluster.url("bench_tiles")
-        migrate(url, Settings(_env_file=None, database_url=url, use_timescaledb="off"))
-        log(f"generating {args.vehicles} vehicles x {args.days} days ...")
-        # --trip-spread (bench_dashboard.generate's trip_spread): trips leave around the depot
-        # instead of all from it, so low-zoom tiles merge fewer of them (closer to a real fleet)
-        extra = {"trip_spread": args.trip_spread} if args.trip_spread else {}
-        counts = generate(url, args.vehicles, args.days, args.fixes, args.trips, **extra)
-        log(f"generated: {counts}")
+    # --trip-spread (bench_dashboard.generate's trip_spread): trips leave around the depot
+    # instead of all from it, so low-zoom tiles merge fewer of them (closer to a real fleet)
+    extra = {"trip_spread": args.trip_spread} if args.trip_spread else {}
+    with plain_dataset("bench_tiles", args, **extra) as url:
         with psycopg.connect(url, autocommit=True) as conn:
             row = conn.execute(
                 "SELECT d.imei, p.lng, p.lat FROM tracksolid.devices d"
@@ -305,8 +293,6 @@ def run(args: argparse.Namespace) -> None:
                 f" tipg {rss_mb(tipg_pid):.0f} MB"
             )
             print(f"after: {load()}")
-    finally:
-        cluster.stop(remove=True)
 
 
 def main() -> None:
